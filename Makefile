@@ -1,0 +1,37 @@
+# RewardEdit Kit. Two commands set everything up from nothing:
+#   make course   - the whole course on the toy default (runs/toy-cpu/)
+#   make test     - the test suite (library, CLI, notebooks)
+# Both create (or reuse) a local virtual environment in .venv and install the kit into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.rewardedit-installed
+PROFILE ?= toy-cpu
+OUT    ?= runs/$(PROFILE)
+# Where no CUDA GPU is present, take the CPU build of torch (a plain `torch` would pull a multi-GB CUDA build).
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: setup course test test-slow clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "no CUDA here: installing $(TORCH_CPU)"; $(BIN)/python -m pip install -q "$(TORCH_CPU)"; fi
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+course: $(STAMP)
+	$(BIN)/rewardedit course --profile $(PROFILE) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" --nbval-lax tests notebooks
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow tests
+
+clean:
+	rm -rf runs notebooks/runs .pytest_cache
