@@ -1,0 +1,299 @@
+"""Profiles and the course runner: the numbered notebooks, executed in order with papermill.
+
+Why a runner rather than "open the notebooks and press run": the same notebooks serve three uses --
+learning (open them), experiments (papermill with parameters) and the full course on a profile
+(``rewardedit course``). The runner makes the third reproducible: named parameter sets (profiles) live in
+the package, every mistake in them is reported before any notebook runs, a failing notebook stops the run
+naming the notebook and the cell, and ``summary.json`` records status, wall time and key results.
+
+Notebooks report key results with :func:`record_results`; the runner gathers them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from .formats import atomic_write_text
+
+PROFILES_FILE = Path(__file__).parent / "profiles" / "profiles.yaml"
+NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+#: Parameter names that look like credentials. Papermill writes parameters into the executed notebook,
+#: so a key passed this way would end up on disk: refuse, and point at the environment instead.
+_SECRET_NAME = re.compile(r"(api_?key|token|secret|password|passwd)", re.IGNORECASE)
+
+
+class CourseError(RuntimeError):
+    """A problem found before or while running the course (bad profile, parameter, notebook, failure)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Results that notebooks record
+# --------------------------------------------------------------------------------------------------
+def record_results(notebook: str, out_dir: str | Path, **results: Any) -> dict:
+    """Record a notebook's key results in ``<out_dir>/results/<notebook>.json`` (merged with earlier ones).
+
+    Values must be JSON-serialisable (numbers, strings, lists, dicts). Returns everything recorded so far.
+    """
+    path = Path(out_dir) / "results" / f"{notebook}.json"
+    have = json.loads(path.read_text()) if path.exists() else {}
+    have.update(results)
+    text = json.dumps(have, indent=2, sort_keys=True, default=_jsonable)
+    atomic_write_text(path, text + "\n")
+    return json.loads(text)  # what is on disk: numpy values become plain numbers and lists
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def read_results(out_dir: str | Path, notebook: str) -> dict:
+    path = Path(out_dir) / "results" / f"{notebook}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Profiles
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Profile:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+
+
+def load_profiles(path: str | Path = PROFILES_FILE) -> dict[str, Profile]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    out = {}
+    for name, spec in data.items():
+        unknown = set(spec) - {"description", "parameters", "notebooks", "inputs"}
+        if unknown:
+            raise CourseError(f"{path}: profile {name!r} has unknown field(s) {sorted(unknown)}")
+        out[name] = Profile(name, spec.get("description", "").strip(), dict(spec.get("parameters") or {}),
+                            {k: dict(v or {}) for k, v in (spec.get("notebooks") or {}).items()},
+                            list(spec.get("inputs") or []))
+    return out
+
+
+def get_profile(name: str, path: str | Path = PROFILES_FILE) -> Profile:
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise CourseError(f"unknown profile {name!r}; available profiles: {', '.join(profiles)}")
+    return profiles[name]
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["n_train=2000", "data_dir=/x"]`` -> dict, values parsed as YAML scalars (numbers, null, true)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CourseError(f"--set expects NAME=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebooks
+# --------------------------------------------------------------------------------------------------
+def default_notebooks_dir() -> Path:
+    """``./notebooks`` if it exists (a clone), else the one beside the package (an editable install)."""
+    here = Path.cwd() / "notebooks"
+    if here.is_dir():
+        return here
+    beside = Path(__file__).resolve().parent.parent / "notebooks"
+    if beside.is_dir():
+        return beside
+    raise CourseError("cannot find the notebooks folder: run from the kit's root or pass --notebooks DIR")
+
+
+def list_notebooks(notebooks_dir: str | Path) -> list[Path]:
+    """The course's notebooks, in order: files named ``NN_name.ipynb``."""
+    nbs = sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+    if not nbs:
+        raise CourseError(f"no notebooks named NN_name.ipynb in {notebooks_dir}")
+    return nbs
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """The parameters a notebook declares in its ``parameters`` cell (name -> default as written)."""
+    import ast
+    import logging
+
+    import nbformat
+    import papermill
+
+    cells = [c for c in nbformat.read(str(path), as_version=4).cells
+             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise CourseError(f"{path}: has no cell tagged 'parameters'")
+    logging.getLogger("papermill").setLevel(logging.ERROR)  # we report unparsable lines ourselves, below
+    params = papermill.inspect_notebook(str(path))
+    # papermill silently drops a line it cannot parse (e.g. a second '=' in its comment): a profile could
+    # then not set that parameter. Catch it here, naming the line.
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name) and target.id not in params:
+                raise CourseError(f"{path}: parameters cell line {node.lineno} ({target.id}) cannot be read by "
+                                  f"papermill; keep one '=' per line, none in the comment")
+    return {k: v.get("default") for k, v in params.items()}
+
+
+@dataclass
+class Plan:
+    """What the runner will do: notebooks in order and the parameters each gets."""
+
+    profile: Profile
+    out_dir: Path
+    steps: list[tuple[Path, dict[str, Any]]]
+
+
+def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[str] | None = None,
+                overrides: Mapping[str, Any] | None = None, notebooks_dir: str | Path | None = None,
+                profiles_file: str | Path = PROFILES_FILE) -> Plan:
+    """Check everything that can be checked before running, and return the plan. Raises CourseError."""
+    prof = profile if isinstance(profile, Profile) else get_profile(profile, profiles_file)
+    nb_dir = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
+    notebooks = list_notebooks(nb_dir)
+    declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
+    all_declared = set().union(*declared.values())
+
+    common = dict(prof.parameters)
+    overrides = dict(overrides or {})
+    for source, names in (("profile " + repr(prof.name), common), ("--set", overrides)):
+        for name in names:
+            if _SECRET_NAME.search(name):
+                raise CourseError(f"parameter {name!r} ({source}) looks like a credential: parameters are written "
+                                  f"into the executed notebooks, so secrets are read from the environment only "
+                                  f"(e.g. OPENAI_API_KEY)")
+            if name == "out_dir":
+                raise CourseError(f"parameter 'out_dir' ({source}) is set by the runner from --out")
+            if name not in all_declared:
+                raise CourseError(f"unknown parameter {name!r} ({source}): no notebook in {nb_dir} declares it")
+    for stem, params in prof.notebooks.items():
+        if stem not in declared:
+            raise CourseError(f"profile {prof.name!r} configures notebook {stem!r}, which does not exist; "
+                              f"notebooks: {', '.join(declared)}")
+        for name in params:
+            if name not in declared[stem]:
+                raise CourseError(f"unknown parameter {name!r} for notebook {stem} in profile {prof.name!r}")
+
+    selected = notebooks
+    if only:
+        selected = []
+        for key in only:
+            hits = [nb for nb in notebooks if nb.stem == key or nb.stem.split("_")[0] == key or nb.name == key]
+            if not hits:
+                raise CourseError(f"unknown notebook {key!r}; notebooks: {', '.join(declared)}")
+            selected.extend(h for h in hits if h not in selected)
+        selected.sort()
+
+    out_dir = Path(out_dir).resolve()
+    steps = []
+    for nb in selected:
+        params = {k: v for k, v in common.items() if k in declared[nb.stem]}
+        params.update(prof.notebooks.get(nb.stem, {}))
+        params.update({k: v for k, v in overrides.items() if k in declared[nb.stem]})
+        if "out_dir" in declared[nb.stem]:
+            params["out_dir"] = str(out_dir)
+        for name in prof.inputs:
+            value = params.get(name)
+            if value is None:
+                continue
+            p = Path(str(value)).expanduser()
+            if not p.exists():
+                raise CourseError(f"parameter {name}={value!r} (notebook {nb.stem}, profile {prof.name!r}): "
+                                  f"no such file or folder; point it at your copy with --set {name}=PATH")
+            params[name] = str(p.resolve())
+        steps.append((nb, params))
+    return Plan(prof, out_dir, steps)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class NotebookRun:
+    notebook: str
+    status: str  # ok | failed | not run
+    seconds: float | None = None
+    output: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[str] | None = None,
+               overrides: Mapping[str, Any] | None = None, notebooks_dir: str | Path | None = None,
+               kernel_name: str | None = None, log: Callable[[str], None] = print,
+               profiles_file: str | Path = PROFILES_FILE) -> dict:
+    """Run the course's notebooks in order; write the executed copies and ``summary.json`` to ``out_dir``.
+
+    A failing notebook stops the run: its executed copy (with everything up to the failing cell) and the
+    summary are kept, and :class:`CourseError` names the notebook and the cell.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    plan = plan_course(profile, out_dir, only=only, overrides=overrides, notebooks_dir=notebooks_dir,
+                       profiles_file=profiles_file)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    runs = [NotebookRun(nb.stem, "not run", parameters=params) for nb, params in plan.steps]
+    summary = {"profile": plan.profile.name, "out_dir": str(plan.out_dir), "status": "running",
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "total_seconds": 0.0, "notebooks": []}
+    t_start = time.perf_counter()
+
+    def write_summary() -> None:
+        summary["notebooks"] = [asdict(r) for r in runs]
+        summary["total_seconds"] = round(time.perf_counter() - t_start, 2)
+        atomic_write_text(plan.out_dir / "summary.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
+
+    log(f"course: profile {plan.profile.name!r}, {len(plan.steps)} notebook(s) -> {plan.out_dir}")
+    for run, (nb, params) in zip(runs, plan.steps):
+        output = plan.out_dir / nb.name
+        run.output = str(output)
+        log(f"  running {nb.name} ...")
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(nb), str(output), parameters=params, kernel_name=kernel_name,
+                                       cwd=str(plan.out_dir), progress_bar=False, log_output=False)
+        except PapermillExecutionError as e:
+            run.seconds = round(time.perf_counter() - t0, 2)
+            run.status = "failed"
+            run.error = {"cell_index": e.cell_index, "execution_count": e.exec_count, "ename": e.ename,
+                         "evalue": e.evalue}
+            summary["status"] = "failed"
+            write_summary()
+            raise CourseError(f"notebook {nb.name} failed in cell {e.cell_index} (execution count "
+                              f"{e.exec_count}): {e.ename}: {e.evalue}\n  executed copy kept at {output}; "
+                              f"summary at {plan.out_dir / 'summary.json'}") from None
+        except Exception as e:  # the kernel died, or papermill itself failed: still keep the record
+            run.seconds = round(time.perf_counter() - t0, 2)
+            run.status = "failed"
+            run.error = {"cell_index": None, "execution_count": None, "ename": type(e).__name__,
+                         "evalue": str(e)}
+            summary["status"] = "failed"
+            write_summary()
+            raise CourseError(f"notebook {nb.name} failed: {type(e).__name__}: {e}") from e
+        run.seconds = round(time.perf_counter() - t0, 2)
+        run.status = "ok"
+        run.results = read_results(plan.out_dir, nb.stem)
+        log(f"  ok      {nb.name} ({run.seconds:.1f} s)")
+        write_summary()
+    summary["status"] = "ok"
+    write_summary()
+    log(f"course: done in {summary['total_seconds']:.1f} s; summary at {plan.out_dir / 'summary.json'}")
+    return summary

@@ -1,0 +1,201 @@
+"""Dataset statistics: counts per edit type and score, agreement between perspectives, failure phrases.
+
+Why separate from :mod:`viz`: the same numbers feed ``rewardedit validate`` (text), notebook 02 (figures)
+and tests, so they are computed once here, as plain data, and only drawn in :mod:`viz`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .formats import EDIT_TYPES, MAX_SCORE, PERFECT_FEEDBACK, PERSPECTIVES, Triplet
+
+UNKNOWN_TYPE = "unknown"  # real InstructPix2Pix data carries no edit type
+
+
+def count_by_edit_type(triplets: Iterable[Triplet]) -> dict[str, int]:
+    """Number of triplets per edit type, in Real-Edit order (``unknown`` last, only if present)."""
+    c = Counter(t.edit_type or UNKNOWN_TYPE for t in triplets)
+    order = [t for t in EDIT_TYPES] + sorted(k for k in c if k not in EDIT_TYPES)
+    return {k: c.get(k, 0) for k in order if k in EDIT_TYPES or c.get(k)}
+
+
+def score_counts(triplets: Iterable[Triplet]) -> dict[str, list[int]]:
+    """For each perspective, how many triplets got each score 0..5 (triplets without rewards are ignored)."""
+    out = {p: [0] * (MAX_SCORE + 1) for p in PERSPECTIVES}
+    for t in triplets:
+        if t.rewards is None:
+            continue
+        for p, s in zip(PERSPECTIVES, t.rewards.scores):
+            out[p][s] += 1
+    return out
+
+
+def score_matrix(triplets: Iterable[Triplet]) -> np.ndarray:
+    """``(n, 3)`` array of scores (following, preserving, quality) of the triplets that have rewards."""
+    rows = [t.rewards.scores for t in triplets if t.rewards is not None]
+    return np.asarray(rows, dtype=float).reshape(-1, 3)
+
+
+def truth_matrix(truth: Mapping[str, dict], folders: Sequence[str] | None = None) -> np.ndarray:
+    """``(n, 3)`` array of the toy world's ground truth, 1.0 = ok, 0.0 = flawed, per perspective."""
+    keys = list(truth) if folders is None else list(folders)
+    return np.asarray([[float(truth[k][f"{p}_ok"]) for p in PERSPECTIVES] for k in keys]).reshape(-1, 3)
+
+
+def correlation(matrix: np.ndarray) -> np.ndarray:
+    """Pearson correlation between the three perspectives (NaN where a column is constant).
+
+    Why it matters: if the three rewards were strongly correlated, one score would do; the paper's case
+    for *multi*-reward is that they measure different failures.
+    """
+    m = np.asarray(matrix, dtype=float)
+    out = np.full((m.shape[1], m.shape[1]), np.nan)
+    if len(m) < 2:
+        return out
+    std = m.std(axis=0)
+    for i in range(m.shape[1]):
+        for j in range(m.shape[1]):
+            if std[i] > 0 and std[j] > 0:
+                out[i, j] = float(np.corrcoef(m[:, i], m[:, j])[0, 1])
+    return out
+
+
+def flaw_rates(truth: Mapping[str, dict]) -> dict[str, dict[str, float]]:
+    """Share of flawed triplets per perspective, overall and per edit type (from ``_truth/flaws.jsonl``)."""
+    groups: dict[str, list[dict]] = {"all": list(truth.values())}
+    for d in truth.values():
+        groups.setdefault(d["edit_type"], []).append(d)
+    order = ["all"] + [t for t in EDIT_TYPES if t in groups]
+    return {g: {p: 1.0 - float(np.mean([d[f"{p}_ok"] for d in groups[g]])) for p in PERSPECTIVES}
+            | {"any": float(np.mean([not all(d[f"{p}_ok"] for p in PERSPECTIVES) for d in groups[g]])),
+               "n": float(len(groups[g]))}
+            for g in order}
+
+
+_COLOR_WORDS = r"\b(red|green|blue|yellow|purple|orange|white|gray|grey|black|teal)\b"
+
+
+def normalise_phrase(text: str) -> str:
+    """Lower-case a feedback sentence and replace colour words by ``<colour>``, numbers by ``<n>``.
+
+    So "The red square was not removed." and "The blue circle was not removed." count as one *kind* of
+    failure ("the <colour> square was not removed"), which is what a reader of the dataset wants to see.
+    """
+    t = text.strip().lower().rstrip(".")
+    t = re.sub(_COLOR_WORDS, "<colour>", t)
+    t = re.sub(r"\d+(\.\d+)?", "<n>", t)
+    return " ".join(t.split())
+
+
+def failure_phrases(triplets: Iterable[Triplet], top: int = 10) -> dict[str, list[tuple[str, int]]]:
+    """The most frequent failure phrases per perspective (perfect-score feedback excluded)."""
+    counters = {p: Counter() for p in PERSPECTIVES}
+    perfect = normalise_phrase(PERFECT_FEEDBACK)
+    for t in triplets:
+        if t.rewards is None:
+            continue
+        for p, fb in zip(PERSPECTIVES, t.rewards.feedbacks):
+            for sentence in re.split(r"(?<=[.!?])\s+", fb.strip()):
+                n = normalise_phrase(sentence)
+                if n and n != perfect and n not in ("none", "n/a"):
+                    counters[p][n] += 1
+    return {p: c.most_common(top) for p, c in counters.items()}
+
+
+def truth_failure_kinds(truth: Mapping[str, dict], top: int = 10) -> dict[str, list[tuple[str, int]]]:
+    """The toy world's own failure kinds per perspective: what the phrases stand for before annotation."""
+    return {p: Counter(d[f"{p}_flaw"] for d in truth.values() if d.get(f"{p}_flaw")).most_common(top)
+            for p in PERSPECTIVES}
+
+
+def summary_text(triplets: Sequence[Triplet]) -> str:
+    """The plain-text summary ``rewardedit validate`` prints."""
+    lines = [f"{len(triplets)} triplets", "per edit type:"]
+    lines += [f"  {k:<11} {v}" for k, v in count_by_edit_type(triplets).items()]
+    with_rewards = sum(t.rewards is not None for t in triplets)
+    if with_rewards:
+        lines.append(f"per score ({with_rewards} with rewards):   " + "  ".join(f"{s:>5}" for s in range(MAX_SCORE + 1)))
+        for p, counts in score_counts(triplets).items():
+            lines.append(f"  {p:<11}" + " " * 12 + "  ".join(f"{c:>5}" for c in counts))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection: which triplets a grid or the browser shows (plain data, so tests can check it without a UI)
+# --------------------------------------------------------------------------------------------------
+TRUTH_FLAGS: tuple[str, ...] = ("ok", "flawed")  # the score filter's values when only ground truth exists
+
+
+def truth_of(triplet: Triplet, truth: Mapping[str, dict] | None) -> dict | None:
+    """The ground-truth line of a triplet (keyed by folder; ``folder#seed`` ids map to their folder)."""
+    if truth is None:
+        return None
+    return truth.get(triplet.id) or truth.get(triplet.id.split("#")[0])
+
+
+def examples_per_type(triplets: Sequence[Triplet], per_type: int = 3) -> dict[str, list[Triplet]]:
+    """The first ``per_type`` triplets of each edit type, in Real-Edit order (``unknown`` last).
+
+    First rather than random: the same data always shows the same examples, so a figure in the notes
+    matches the one a reader regenerates.
+    """
+    out: dict[str, list[Triplet]] = {k: [] for k in count_by_edit_type(triplets)}
+    for t in triplets:
+        group = out[t.edit_type or UNKNOWN_TYPE]
+        if len(group) < per_type:
+            group.append(t)
+    return {k: v for k, v in out.items() if v}
+
+
+def score_filter_options(triplets: Sequence[Triplet], truth: Mapping[str, dict] | None = None) -> list:
+    """What the score filter can select: the scores 0..5 when rewards exist, else the truth flags, else none."""
+    if any(t.rewards is not None for t in triplets):
+        return list(range(MAX_SCORE + 1))
+    if truth:
+        return list(TRUTH_FLAGS)
+    return []
+
+
+def filter_indices(triplets: Sequence[Triplet], truth: Mapping[str, dict] | None = None, *,
+                   edit_type: str | None = None, perspective: str = PERSPECTIVES[0],
+                   score: int | str | None = None) -> list[int]:
+    """Indices of the triplets that pass the filters (``None`` = no filter).
+
+    ``score`` is either an integer (the triplet's reward score for ``perspective``; triplets without
+    rewards never match) or ``"ok"`` / ``"flawed"`` (the toy world's ground truth for ``perspective``;
+    triplets without a truth line never match).
+    """
+    if perspective not in PERSPECTIVES:
+        raise ValueError(f"unknown perspective {perspective!r}; expected one of {', '.join(PERSPECTIVES)}")
+    if isinstance(score, str) and score not in TRUTH_FLAGS:
+        raise ValueError(f"score filter {score!r}: expected an integer 0-{MAX_SCORE}, 'ok' or 'flawed'")
+    if isinstance(score, str) and truth is None:
+        raise ValueError(f"score filter {score!r} needs the ground truth, and none was given")
+    p = PERSPECTIVES.index(perspective)
+    keep = []
+    for i, t in enumerate(triplets):
+        if edit_type is not None and (t.edit_type or UNKNOWN_TYPE) != edit_type:
+            continue
+        if isinstance(score, str):
+            line = truth_of(t, truth)
+            if line is None or bool(line[f"{perspective}_ok"]) != (score == "ok"):
+                continue
+        elif False:
+            continue
+        keep.append(i)
+    return keep
+
+
+def correlation_pairs(corr: np.ndarray, labels: Sequence[str] = PERSPECTIVES) -> dict[str, float | None]:
+    """The off-diagonal correlations as ``{"following~preserving": r, ...}``, NaN as ``None`` (valid JSON)."""
+    out = {}
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            v = float(corr[i, j])
+            out[f"{labels[i]}~{labels[j]}"] = None if np.isnan(v) else round(v, 4)
+    return out

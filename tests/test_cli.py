@@ -1,0 +1,95 @@
+"""The ``rewardedit`` command: the implemented sub-commands do their job, the later ones exist with --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rewardedit_lib import cli, formats, toyworld
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "rewardedit_lib.cli", *argv], capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["toy-data", "toy-bench", "validate", "judge-server", "annotate", "train",
+                                     "evaluate", "course"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    assert f"usage: rewardedit {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["judge-server"], ["annotate", "--data", "d", "--out", "o"],
+                                  ["train", "--data", "d", "--out", "o"],
+                                  ["evaluate", "--model", "m", "--bench", "b", "--out", "o"]])
+def test_later_commands_say_which_issue_brings_them(argv, capsys):
+    assert cli.main(argv) == 2
+    assert "issue (#" in capsys.readouterr().err
+
+
+def test_toy_data_and_validate_round_trip(tmp_path):
+    code, out, err = run("toy-data", "--out", str(tmp_path / "d"), "--n", "21", "--seed", "4",
+                         "--flaw-rates", "following=0.5,quality=0.1")
+    assert code == 0, err
+    assert "wrote 21 toy triplets" in out and "following=0.5" in out
+    manifest = json.loads((tmp_path / "d" / "_truth" / "generator.json").read_text())
+    assert manifest["flaw_rates"] == {"following": 0.5, "preserving": 0.2, "quality": 0.1}
+    assert len(formats.read_seeds(tmp_path / "d")) == 21
+
+    code, out, err = run("toy-bench", "--out", str(tmp_path / "b"), "--images", "3")
+    assert code == 0, err
+    code, out, err = run("validate", "--data", str(tmp_path / "d"), "--bench", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "21 triplets" in out and "no bad records" in out
+    for t in formats.EDIT_TYPES:
+        assert f"  {t:<11} 3" in out  # 21 triplets cycle through the 7 edit types: 3 each
+    assert "3 images, 21 edits" in out
+
+
+def test_validate_lists_bad_records_and_fails(tmp_path):
+    toyworld.write_toy_dataset(tmp_path / "d", n=7, seed=0)
+    folders = [f for f, _ in formats.read_seeds(tmp_path / "d")]
+    # break two records in two different ways
+    (tmp_path / "d" / folders[1] / "prompt.json").write_text('{"edit": ""}')
+    img = next((tmp_path / "d" / folders[3]).glob("*_1.png"))
+    img.write_bytes(b"not a png")
+    rewards = {f: formats.Rewards.perfect() for f in folders}
+    formats.write_rewards(tmp_path / "r.json", rewards)
+    data = json.loads((tmp_path / "r.json").read_text())
+    data[folders[5]][2]["Score"] = 9
+    (tmp_path / "r.json").write_text(json.dumps(data))
+
+    code, out, err = run("validate", "--data", str(tmp_path / "d"), "--rewards", str(tmp_path / "r.json"))
+    assert code == 1
+    assert "3 bad record(s)" in out
+    assert f"{folders[1]}/prompt.json: field 'edit': empty instruction" in out
+    assert f"{img}: field 'edited'" in out and "corrupt" in out
+    assert f"field 'Score': 9 is outside 0-5" in out
+    # the good ones are still counted, with their scores
+    assert "4 triplets" in out and "per score (4 with rewards)" in out
+
+
+def test_validate_missing_dataset_is_a_clear_error(tmp_path):
+    code, out, err = run("validate", "--data", str(tmp_path / "nothing"))
+    assert code == 2
+    assert "seeds.json: file is missing" in err
+
+
+def test_course_unknown_profile_is_a_clear_error(tmp_path):
+    code, out, err = run("course", "--profile", "nope", "--out", str(tmp_path / "o"))
+    assert code == 2 and "unknown profile 'nope'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "rewardedit"
+    assert exe.exists(), "pip install -e . should install the `rewardedit` console script"
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("rewardedit-kit ")

@@ -1,0 +1,189 @@
+"""The course runner: profiles, parameter checks before anything runs, failure handling, summary.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from rewardedit_lib import course
+from rewardedit_lib.course import CourseError
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+
+
+def _nb(path: Path, params: str, *cells: str) -> Path:
+    pc = new_code_cell(params)
+    pc.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell("# test"), pc] + [new_code_cell(c) for c in cells],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _profiles(tmp_path: Path, **profiles) -> Path:
+    path = tmp_path / f"profiles-{'-'.join(profiles)}.yaml"
+    path.write_text(yaml.safe_dump(profiles))
+    return path
+
+
+@pytest.fixture
+def mini_course(tmp_path: Path) -> Path:
+    """Three tiny notebooks; the middle one fails in its third cell when `fail` is true."""
+    d = tmp_path / "nbs"
+    d.mkdir()
+    rec = "from rewardedit_lib import course\ncourse.record_results({name!r}, out_dir, seed=seed, value=value)"
+    _nb(d / "00_first.ipynb", 'out_dir = "x"  # out\nseed = 0  # seed\nvalue = 1  # value',
+        "print('first', seed)", rec.format(name="00_first"))
+    _nb(d / "01_second.ipynb", 'out_dir = "x"  # out\nseed = 0  # seed\nfail = False  # fail or not',
+        "marker = 'before the failure'\nprint(marker)",
+        "if fail:\n    raise ValueError('boom in the second notebook')",
+        "from rewardedit_lib import course\ncourse.record_results('01_second', out_dir, ok=True)")
+    _nb(d / "02_third.ipynb", 'out_dir = "x"  # out\nvalue = 3  # value',
+        "from rewardedit_lib import course\ncourse.record_results('02_third', out_dir, value=value)")
+    return d
+
+
+def test_shipped_profiles_plan_cleanly(tmp_path):
+    profiles = course.load_profiles()
+    assert {"toy-cpu", "toy-gpu", "sd15"} <= set(profiles)
+    every = [p.name for p in course.list_notebooks(NOTEBOOKS)]
+    for name in ("toy-cpu", "toy-gpu"):
+        plan = course.plan_course(name, tmp_path / name, notebooks_dir=NOTEBOOKS)
+        assert [nb.name for nb, _ in plan.steps] == every
+        assert all(params["profile"] == name for _, params in plan.steps)
+    # sd15 names real data that is not here: the plan says which parameter to point where ...
+    with pytest.raises(CourseError, match=r"data_dir=.*no such file or folder; point it at your copy"):
+        course.plan_course("sd15", tmp_path / "sd15", notebooks_dir=NOTEBOOKS)
+    # ... and plans once the inputs exist.
+    (tmp_path / "d").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "r.json").write_text("{}")
+    plan = course.plan_course("sd15", tmp_path / "sd15", notebooks_dir=NOTEBOOKS, overrides={
+        "data_dir": str(tmp_path / "d"), "rewards_path": str(tmp_path / "r.json"), "bench_dir": str(tmp_path / "b")})
+    params = dict((nb.stem, p) for nb, p in plan.steps)
+    assert params["04_training"]["rewards_path"] == str((tmp_path / "r.json").resolve())
+    assert params["04_training"]["image_size"] == 256
+
+
+def test_every_notebook_parameters_cell_is_readable_by_papermill():
+    nbs = course.list_notebooks(NOTEBOOKS)
+    assert [nb.name[:2] for nb in nbs] == ["00", "01", "02", "03", "04", "05", "06"]
+    for nb in nbs:
+        params = course.notebook_parameters(nb)
+        assert {"profile", "seed", "out_dir", "device"} <= set(params), nb.name
+        assert params["profile"] == '"toy-cpu"', f"{nb.name}: defaults must be the fast toy profile"
+
+
+def test_unknown_profile_fails_before_anything_runs(tmp_path):
+    with pytest.raises(CourseError, match=r"unknown profile 'toy-tpu'.*toy-cpu"):
+        course.run_course("toy-tpu", tmp_path / "out", notebooks_dir=NOTEBOOKS)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_parameter_fails_before_anything_runs(tmp_path, mini_course):
+    prof = _profiles(tmp_path, p={"parameters": {"seed": 1}})
+    with pytest.raises(CourseError, match=r"unknown parameter 'n_trian'"):
+        course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof,
+                          overrides={"n_trian": 5})
+    bad = _profiles(tmp_path, q={"parameters": {"seed": 1, "colour": "red"}})
+    with pytest.raises(CourseError, match=r"unknown parameter 'colour' \(profile 'q'\)"):
+        course.run_course("q", tmp_path / "out", notebooks_dir=mini_course, profiles_file=bad)
+    per_nb = _profiles(tmp_path, r={"parameters": {}, "notebooks": {"02_third": {"fail": True}}})
+    with pytest.raises(CourseError, match=r"unknown parameter 'fail' for notebook 02_third"):
+        course.run_course("r", tmp_path / "out", notebooks_dir=mini_course, profiles_file=per_nb)
+    ghost = _profiles(tmp_path, s={"parameters": {}, "notebooks": {"07_ghost": {}}})
+    with pytest.raises(CourseError, match=r"notebook '07_ghost', which does not exist"):
+        course.run_course("s", tmp_path / "out", notebooks_dir=mini_course, profiles_file=ghost)
+    with pytest.raises(CourseError, match=r"unknown notebook '09'"):
+        course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof, only=["09"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_secret_parameters_are_refused(tmp_path, mini_course):
+    prof = _profiles(tmp_path, p={"parameters": {}})
+    with pytest.raises(CourseError, match=r"'openai_api_key'.*environment"):
+        course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof,
+                          overrides={"openai_api_key": "sk-should-never-be-written"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_path_fails_before_anything_runs(tmp_path, mini_course):
+    _nb(mini_course / "03_data.ipynb", 'out_dir = "x"  # out\ndata_dir = None  # data', "print(data_dir)")
+    prof = _profiles(tmp_path, p={"parameters": {"data_dir": str(tmp_path / "nope")}, "inputs": ["data_dir"]})
+    with pytest.raises(CourseError, match=r"data_dir=.*nope.*no such file or folder"):
+        course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_parameter_line_papermill_cannot_read_is_reported(tmp_path):
+    nb = _nb(tmp_path / "00_bad.ipynb", 'data_dir = None  # None = generate it\nseed = 0  # seed')
+    with pytest.raises(CourseError, match=r"line 1 \(data_dir\) cannot be read by papermill"):
+        course.notebook_parameters(nb)
+
+
+def test_runs_in_order_and_writes_summary(tmp_path, mini_course):
+    prof = _profiles(tmp_path, p={"parameters": {"seed": 7, "value": 2}, "notebooks": {"02_third": {"value": 9}}})
+    summary = course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof,
+                                log=lambda s: None)
+    assert summary["status"] == "ok"
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [n["notebook"] for n in on_disk["notebooks"]] == ["00_first", "01_second", "02_third"]
+    assert all(n["status"] == "ok" and n["seconds"] > 0 for n in on_disk["notebooks"])
+    assert on_disk["notebooks"][0]["results"] == {"seed": 7, "value": 2}
+    assert on_disk["notebooks"][2]["results"] == {"value": 9}  # the per-notebook override won
+    executed = nbformat.read(str(tmp_path / "out" / "00_first.ipynb"), as_version=4)
+    outputs = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "first 7" in outputs
+
+
+def test_failing_notebook_stops_the_run_and_keeps_what_ran(tmp_path, mini_course):
+    prof = _profiles(tmp_path, p={"parameters": {}, "notebooks": {"01_second": {"fail": True}}})
+    with pytest.raises(CourseError) as err:
+        course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof,
+                          log=lambda s: None)
+    msg = str(err.value)
+    assert "01_second.ipynb" in msg and "cell" in msg and "boom in the second notebook" in msg
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    status = {n["notebook"]: n["status"] for n in summary["notebooks"]}
+    assert status == {"00_first": "ok", "01_second": "failed", "02_third": "not run"}
+    failed = summary["notebooks"][1]["error"]
+    assert failed["ename"] == "ValueError" and failed["cell_index"] is not None
+    # What was executed so far is kept: the first notebook, and the failing one up to the failure.
+    assert (tmp_path / "out" / "00_first.ipynb").exists()
+    partial = nbformat.read(str(tmp_path / "out" / "01_second.ipynb"), as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in partial.cells])
+    assert "before the failure" in text and "boom in the second notebook" in text
+    assert not (tmp_path / "out" / "02_third.ipynb").exists()
+
+
+def test_parse_overrides():
+    assert course.parse_overrides(["n_train=28", "data_dir=/x/y", "base_url=null", "flag=true"]) == {
+        "n_train": 28, "data_dir": "/x/y", "base_url": None, "flag": True}
+    with pytest.raises(CourseError, match="NAME=VALUE"):
+        course.parse_overrides(["n_train"])
+
+
+def test_record_results_merges(tmp_path):
+    course.record_results("05_x", tmp_path, a=1)
+    import numpy as np
+
+    merged = course.record_results("05_x", tmp_path, b=np.float32(0.5), c=np.arange(3))
+    assert merged == {"a": 1, "b": 0.5, "c": [0, 1, 2]}
+    assert course.read_results(tmp_path, "05_x") == merged
+
+
+def test_the_toy_course_runs_end_to_end(tmp_path):
+    """The real notebooks on the toy profile, at small parameters: every notebook ok, results recorded."""
+    summary = course.run_course("toy-cpu", tmp_path / "run", notebooks_dir=NOTEBOOKS, log=lambda s: None,
+                                overrides={"n_train": 28, "bench_images": 2})
+    assert summary["status"] == "ok"
+    by_name = {n["notebook"]: n for n in summary["notebooks"]}
+    assert len(by_name) == 7 and all(n["status"] == "ok" for n in by_name.values())
+    assert by_name["01_annotation"]["results"]["n_triplets"] == 28
+    assert by_name["05_evaluation"]["results"] == {"bench_images": 2, "bench_edits": 14}
+    assert by_name["00_setup"]["parameters"]["out_dir"] == str((tmp_path / "run").resolve())
