@@ -336,10 +336,12 @@ def read_seeds(root: str | Path) -> list[tuple[str, list[int]]]:
         if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str)
                 or not isinstance(entry[1], list) or not entry[1]):
             raise DataError(path, f"[{i}]", f"expected [folder, [seed, ...]] with at least one seed, got {entry!r}")
-        try:
-            folder_seeds = [int(s) for s in entry[1]]
-        except (TypeError, ValueError):
-            raise DataError(path, f"[{i}]", f"seeds must be integers, got {entry[1]!r}") from None
+        # Seeds name files (<seed>_0.jpg): integers, or strings of digits; 1.5 or true would silently
+        # name another file, so they are errors.
+        if not all((isinstance(s, int) and not isinstance(s, bool)) or (isinstance(s, str) and s.isdigit())
+                   for s in entry[1]):
+            raise DataError(path, f"[{i}]", f"seeds must be integers, got {entry[1]!r}")
+        folder_seeds = [int(s) for s in entry[1]]
         out.append((entry[0], folder_seeds))
     return out
 
@@ -363,6 +365,8 @@ def read_instructpix2pix(
     * ``check_images``: open every image now, so a missing or corrupt file is reported up front rather than
       hours into training.
     """
+    if seeds not in ("first", "all"):
+        raise ValueError(f"seeds must be 'first' or 'all', got {seeds!r}")
     root = Path(root)
     col = _Collector(on_error)
     skipped_rewards: list[Problem] = []

@@ -433,6 +433,8 @@ class FlawRates:
     def __post_init__(self) -> None:
         for name in ("following", "preserving", "quality"):
             v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"flaw rate {name}={v!r} must be a number in [0, 1]")
             if not (0.0 <= float(v) <= 1.0):
                 raise ValueError(f"flaw rate {name}={v!r} must lie in [0, 1]")
 
@@ -441,7 +443,10 @@ class FlawRates:
         """Parse ``"0.2,0.2,0.2"`` or ``"following=0.3,quality=0.1"`` (missing names keep defaults)."""
         text = text.strip()
         if "=" not in text:
-            vals = [float(x) for x in text.split(",")]
+            try:
+                vals = [float(x) for x in text.split(",")]
+            except ValueError:
+                raise ValueError(f"--flaw-rates wants numbers (following,preserving,quality), got {text!r}") from None
             if len(vals) != 3:
                 raise ValueError(f"--flaw-rates wants 3 numbers (following,preserving,quality), got {text!r}")
             return cls(*vals)
@@ -451,7 +456,10 @@ class FlawRates:
             k = k.strip()
             if k not in ("following", "preserving", "quality"):
                 raise ValueError(f"--flaw-rates: unknown name {k!r}; expected following, preserving, quality")
-            kw[k] = float(v)
+            try:
+                kw[k] = float(v)
+            except ValueError:
+                raise ValueError(f"--flaw-rates: {k}={v!r} is not a number") from None
         return cls(**kw)
 
 
