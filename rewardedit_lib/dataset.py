@@ -18,10 +18,11 @@ UNKNOWN_TYPE = "unknown"  # real InstructPix2Pix data carries no edit type
 
 
 def count_by_edit_type(triplets: Iterable[Triplet]) -> dict[str, int]:
-    """Number of triplets per edit type, in Real-Edit order (``unknown`` last, only if present)."""
+    """Number of triplets per edit type: the seven in Real-Edit order, then any others (``unknown``) found."""
     c = Counter(t.edit_type or UNKNOWN_TYPE for t in triplets)
-    order = [t for t in EDIT_TYPES] + sorted(k for k in c if k not in EDIT_TYPES)
-    return {k: c.get(k, 0) for k in order if k in EDIT_TYPES or c.get(k)}
+    out = {t: c.get(t, 0) for t in EDIT_TYPES}
+    out.update({k: c[k] for k in sorted(c) if k not in EDIT_TYPES})
+    return out
 
 
 def score_counts(triplets: Iterable[Triplet]) -> dict[str, list[int]]:
@@ -66,15 +67,19 @@ def correlation(matrix: np.ndarray) -> np.ndarray:
 
 
 def flaw_rates(truth: Mapping[str, dict]) -> dict[str, dict[str, float]]:
-    """Share of flawed triplets per perspective, overall and per edit type (from ``_truth/flaws.jsonl``)."""
+    """Share of flawed triplets per perspective and of imperfect ones ("any"), overall ("all") and per edit
+    type, with the group size "n" (from ``_truth/flaws.jsonl``)."""
     groups: dict[str, list[dict]] = {"all": list(truth.values())}
     for d in truth.values():
         groups.setdefault(d["edit_type"], []).append(d)
-    order = ["all"] + [t for t in EDIT_TYPES if t in groups]
-    return {g: {p: 1.0 - float(np.mean([d[f"{p}_ok"] for d in groups[g]])) for p in PERSPECTIVES}
-            | {"any": float(np.mean([not all(d[f"{p}_ok"] for p in PERSPECTIVES) for d in groups[g]])),
-               "n": float(len(groups[g]))}
-            for g in order}
+    out = {}
+    for g in ["all"] + [t for t in EDIT_TYPES if t in groups]:
+        lines = groups[g]
+        rates = {p: float(np.mean([not d[f"{p}_ok"] for d in lines])) for p in PERSPECTIVES}
+        rates["any"] = float(np.mean([not all(d[f"{p}_ok"] for p in PERSPECTIVES) for d in lines]))
+        rates["n"] = float(len(lines))
+        out[g] = rates
+    return out
 
 
 _COLOR_WORDS = r"\b(red|green|blue|yellow|purple|orange|white|gray|grey|black|teal)\b"
@@ -185,7 +190,7 @@ def filter_indices(triplets: Sequence[Triplet], truth: Mapping[str, dict] | None
             line = truth_of(t, truth)
             if line is None or bool(line[f"{perspective}_ok"]) != (score == "ok"):
                 continue
-        elif False:
+        elif score is not None and (t.rewards is None or t.rewards.scores[p] != score):
             continue
         keep.append(i)
     return keep
