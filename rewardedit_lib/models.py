@@ -1,0 +1,194 @@
+"""Model configs (toy, sd15), stage-1 / stage-2 construction, parameter counts, the reference converter.
+
+Why here and not in :mod:`reward`: :mod:`reward` says *what* the reward conditioning is; this module says
+*which* models the kit builds from it -- the paper's SD 1.5 dimensions and a toy model small enough to
+train on a laptop -- and how a model moves through the paper's recipe:
+
+    text-to-image UNet --(widen conv_in, zero-init)--> stage 1 (InstructPix2Pix)
+                       --(add reward modules)-------> stage 2 (multi-reward)
+
+plus a converter for stage-2 UNet weights saved by the reference code (a forked UNet with extra keys).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+from .reward import INJECTIONS, REWARD_MODES, RewardEncoder, RewardUNet
+
+MODEL_CONFIGS: tuple[str, ...] = ("toy", "sd15")
+
+#: The text-to-image UNets the two configs start from. sd15 = Stable Diffusion 1.5's UNet (diffusers'
+#: defaults are exactly it, spelled out so the kit does not depend on them). toy = a pixel-space UNet for
+#: the 32 px toy world: 3 RGB channels in and out, blocks (32, 64, 64), one layer per block.
+UNET_CONFIGS: dict[str, dict[str, Any]] = {
+    "sd15": dict(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+    ),
+    "toy": dict(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8,
+    ),
+}
+#: Reward-encoder settings per config; the widths come from the UNet (see :func:`reward_config`).
+REWARD_SETTINGS: dict[str, dict[str, Any]] = {
+    "sd15": dict(score_embed_dim=256, heads=8, norm_groups=32, text_dim=768),
+    "toy": dict(score_embed_dim=32, heads=4, norm_groups=8, text_dim=64),
+}
+#: The reference's stage-2 key prefixes -> the kit's reward-encoder module names.
+REFERENCE_KEYS: dict[str, str] = {
+    "add_embedding.": "score_to_time.",
+    "add_embedding2.": "score_to_token.",
+    "text_linear2.": "text_to_time.",
+    "text_linear.": "text_to_token.",
+    "proj_deal.norm.": "latent.norm.",
+    "proj_deal.proj_in.": "latent.proj_in.",
+    "proj_deal.proj_out.": "latent.proj_out.",
+    "ca.attention.self.query.": "latent.attn.query.",
+    "ca.attention.self.key.": "latent.attn.key.",
+    "ca.attention.self.value.": "latent.attn.value.",
+    "ca.attention.output.dense.": "latent.attn.attn_out.",
+    "ca.attention.output.LayerNorm.": "latent.attn.attn_norm.",
+    "ca.hidden_intermediate.dense.": "latent.attn.ff_in.",
+    "ca.output.dense.": "latent.attn.ff_out.",
+    "ca.output.LayerNorm.": "latent.attn.ff_norm.",
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model config {name!r}; expected one of {', '.join(MODEL_CONFIGS)}")
+
+
+def text_to_image_unet(name: str = "toy", seed: int | None = 0) -> UNet2DConditionModel:
+    """A randomly initialised text-to-image UNet of config ``name`` (what stage 1 starts from without
+    downloaded weights; with weights, use ``UNet2DConditionModel.from_pretrained``)."""
+    _check_name(name)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return UNet2DConditionModel(**UNET_CONFIGS[name])
+
+
+def time_embed_dim(unet_config: Mapping[str, Any]) -> int:
+    """The UNet's time-embedding width (1280 for SD 1.5): diffusers' rule, block 0 width x 4 unless set."""
+    return unet_config.get("time_embedding_dim") or unet_config["block_out_channels"][0] * 4
+
+
+def reward_config(name: str, unet_config: Mapping[str, Any], rewards: str = "both", injection: str = "both",
+                  **overrides: Any) -> dict[str, Any]:
+    """The reward encoder's config for a UNet: widths from the UNet, the rest from the model config."""
+    _check_name(name)
+    cfg = dict(REWARD_SETTINGS[name], rewards=rewards, injection=injection,
+               time_embed_dim=time_embed_dim(unet_config), block_dim=unet_config["block_out_channels"][0])
+    cfg.update(overrides)
+    return cfg
+
+
+@torch.no_grad()
+def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int | None = None) -> UNet2DConditionModel:
+    """InstructPix2Pix's first step: ``conv_in`` takes the source image too. The new input channels start
+    at zero, so the widened UNet computes exactly what the text-to-image UNet did (InstructPix2Pix, Sec. 3.2)."""
+    old = unet.conv_in
+    extra = old.in_channels if extra_channels is None else extra_channels
+    new = nn.Conv2d(old.in_channels + extra, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    dtype=old.weight.dtype, device=old.weight.device)
+    new.weight.zero_()
+    new.weight[:, : old.in_channels] = old.weight
+    new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=old.in_channels + extra)
+    return unet
+
+
+def stage1_from_text_to_image(unet: UNet2DConditionModel) -> RewardUNet:
+    """Stage 1 (plain InstructPix2Pix) from a text-to-image UNet: widen ``conv_in``, no reward modules."""
+    return RewardUNet(widen_conv_in(unet), None)
+
+
+def stage2_from_stage1(stage1: RewardUNet | UNet2DConditionModel, name: str = "toy", rewards: str = "both",
+                       injection: str = "both", seed: int | None = 0, **overrides: Any) -> RewardUNet:
+    """Stage 2 (multi-reward) from a stage-1 model: the same UNet weights plus new reward modules.
+
+    ``rewards`` / ``injection`` are the ablation switches; ``rewards="none"`` returns the stage-1 model
+    unchanged (the no-reward baseline trained the same way).
+    """
+    if rewards not in REWARD_MODES or injection not in INJECTIONS:
+        raise ValueError(f"rewards={rewards!r} injection={injection!r}: expected rewards in {REWARD_MODES}, "
+                         f"injection in {INJECTIONS}")
+    unet = stage1.unet if isinstance(stage1, RewardUNet) else stage1
+    if isinstance(stage1, RewardUNet) and stage1.reward is not None:
+        raise ValueError("this model already has reward modules (it is a stage-2 model)")
+    if rewards == "none":
+        return RewardUNet(unet, None)
+    if seed is not None:
+        torch.manual_seed(seed)
+    encoder = RewardEncoder(**reward_config(name, unet.config, rewards, injection, **overrides)).to(unet.device)
+    if unet.dtype != encoder.dtype:
+        encoder = encoder.to(unet.dtype)
+    return RewardUNet(unet, encoder)
+
+
+def build(name: str = "toy", stage: int = 2, rewards: str = "both", injection: str = "both", seed: int = 0,
+          **overrides: Any) -> RewardUNet:
+    """Build a randomly initialised model of config ``name`` at ``stage`` 1 or 2 (no download)."""
+    stage1 = stage1_from_text_to_image(text_to_image_unet(name, seed))
+    if stage == 1:
+        return stage1
+    if stage != 2:
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    return stage2_from_stage1(stage1, name, rewards, injection, seed=seed + 1, **overrides)
+
+
+def parameter_counts(model: RewardUNet) -> dict[str, int]:
+    """Parameters of the stock UNet, of each reward module, and in total (for the parameter table)."""
+    out = {"unet": sum(p.numel() for p in model.unet.parameters())}
+    if model.reward is not None:
+        for name, module in model.reward.named_children():
+            out[f"reward.{name}"] = sum(p.numel() for p in module.parameters())
+    out["reward (all)"] = model.reward_parameters()
+    out["total"] = out["unet"] + out["reward (all)"]
+    return out
+
+
+def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor], name: str = "sd15",
+                                 unet_config: Mapping[str, Any] | None = None, **reward_overrides: Any) -> RewardUNet:
+    """Load a stage-2 UNet state dict saved by the reference code into the kit's composed model.
+
+    The reference saves one forked UNet whose state dict is the stock UNet's keys plus the reward modules'
+    (``add_embedding``, ``add_embedding2``, ``text_linear``, ``text_linear2``, ``proj_deal.*``, ``ca.*``).
+    Stock keys go to the stock UNet, reward keys are renamed to :class:`RewardEncoder`'s modules, and both
+    loads are strict: a missing or an unexpected key is an error naming it.
+    """
+    reward_sd, unet_sd = {}, {}
+    for key, value in state_dict.items():
+        prefix = next((p for p in sorted(REFERENCE_KEYS, key=len, reverse=True) if key.startswith(p)), None)
+        if prefix is None:
+            unet_sd[key] = value
+        else:
+            reward_sd[REFERENCE_KEYS[prefix] + key[len(prefix):]] = value
+    config = dict(unet_config or UNET_CONFIGS[name])
+    if "conv_in.weight" in unet_sd:
+        config["in_channels"] = unet_sd["conv_in.weight"].shape[1]
+    unet = UNet2DConditionModel(**config)
+    _load_strict(unet, unet_sd, "the stock UNet")
+    encoder = RewardEncoder(**reward_config(name, unet.config, "both", "both", **reward_overrides))
+    _load_strict(encoder, reward_sd, "the reward modules")
+    return RewardUNet(unet, encoder)
+
+
+def _load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    result = module.load_state_dict(dict(state_dict), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise KeyError(f"converting the reference state dict into {what}: missing keys {result.missing_keys[:8]}, "
+                       f"unexpected keys {result.unexpected_keys[:8]}")
