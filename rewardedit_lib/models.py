@@ -192,3 +192,23 @@ def _load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what
     if result.missing_keys or result.unexpected_keys:
         raise KeyError(f"converting the reference state dict into {what}: missing keys {result.missing_keys[:8]}, "
                        f"unexpected keys {result.unexpected_keys[:8]}")
+
+
+def ablation_parameter_counts(name: str = "toy") -> dict[tuple[str, str], dict[str, int]]:
+    """For every ablation switch (rewards x injection): the reward modules it builds and their parameters.
+
+    Built on the meta device (no memory, instant even for sd15): ``{(rewards, injection): {module: count,
+    ..., "reward (all)": total}}``. ``rewards="none"`` builds nothing: it is stage-1 InstructPix2Pix.
+    """
+    _check_name(name)
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for rewards in REWARD_MODES:
+        for injection in INJECTIONS:
+            counts: dict[str, int] = {}
+            if rewards != "none":
+                with torch.device("meta"):
+                    enc = RewardEncoder(**reward_config(name, UNET_CONFIGS[name], rewards, injection))
+                counts = {n: sum(p.numel() for p in m.parameters()) for n, m in enc.named_children()}
+            counts["reward (all)"] = sum(counts.values())
+            out[(rewards, injection)] = counts
+    return out
