@@ -16,8 +16,6 @@ from . import __version__
 
 #: Sub-commands whose implementation arrives with a later issue: their interface is fixed now.
 _LATER = {
-    "judge-server": "the toy judge server arrives with the annotation issue (#3)",
-    "annotate": "annotation with the three-perspective judge arrives with the annotation issue (#3)",
     "train": "the stage-1 / stage-2 trainer arrives with the training issue (#5)",
     "evaluate": "Real-Edit evaluation arrives with the evaluation issue (#6)",
 }
@@ -78,6 +76,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_faults(text: str | None) -> dict[str, float]:
+    """``"429=0.1,500=0.05,timeout=0.05,malformed=0.05"`` -> a mapping for the toy judge server."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--faults expects KIND=RATE pairs (429, 500, timeout, malformed), got {part!r}")
+        out[key.strip()] = float(value)
+    return out
+
+
+def _cmd_judge_server(args: argparse.Namespace) -> int:
+    from .judge.server import main_serve
+
+    return main_serve(args.host, args.port, model=args.model, latency=args.latency,
+                      fault_rates=_parse_faults(args.faults), seed=args.seed, quiet=args.quiet)
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    from .judge.annotate import annotate
+
+    report = annotate(args.data, args.out, base_url=args.base_url, model=args.model, concurrency=args.concurrency,
+                      max_retries=args.max_retries, timeout=args.timeout, azure_api_version=args.azure_api_version,
+                      api_key_env=args.api_key_env, cache_dir=args.cache_dir, limit=args.limit,
+                      key_prefix=args.key_prefix, progress=not args.no_progress)
+    return 0 if report.failed == 0 else 1
+
+
 def _cmd_course(args: argparse.Namespace) -> int:
     from .course import parse_overrides, run_course
 
@@ -127,18 +155,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-image-check", action="store_true", help="don't open every image (faster on 20K)")
     s.set_defaults(func=_cmd_validate)
 
-    s = sub.add_parser("judge-server", help="serve the toy judge as an OpenAI-compatible HTTP API [issue #3]")
+    s = sub.add_parser("judge-server", help="serve the toy judge as an OpenAI-compatible HTTP API")
     s.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    s.set_defaults(func=_later("judge-server"))
+    s.add_argument("--model", default="toy-judge", help="model name it answers to (default toy-judge)")
+    s.add_argument("--latency", type=float, default=0.0, help="seconds added to every request (default 0)")
+    s.add_argument("--faults", default=None, metavar="KIND=RATE,...",
+                   help="inject faults for demos and tests, e.g. 429=0.1,500=0.05,timeout=0.05,malformed=0.05")
+    s.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
+    s.add_argument("--quiet", action="store_true", help="don't log request lines to stderr")
+    s.set_defaults(func=_cmd_judge_server)
 
-    s = sub.add_parser("annotate", help="score every triplet from three perspectives with a judge [issue #3]")
+    s = sub.add_parser("annotate", help="score every triplet from three perspectives with a judge; resumable",
+                       description="Writes RewardEdit_20K.json (every folder of seeds.json, three rewards each) "
+                                   "with a failures file, the answer cache and the journal beside it. Re-running "
+                                   "the same command resumes: nothing already answered is sent again. Keys are "
+                                   "read from the environment only (OPENAI_API_KEY, AZURE_OPENAI_API_KEY).")
     s.add_argument("--data", required=True, type=Path, help="InstructPix2Pix-layout folder")
     s.add_argument("--out", required=True, type=Path, help="RewardEdit_20K.json-format output")
-    s.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: the local toy judge)")
-    s.add_argument("--model", default=None, help="judge model name")
-    s.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    s.set_defaults(func=_later("annotate"))
+    s.add_argument("--base-url", default=None,
+                   help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (default: a local toy judge)")
+    s.add_argument("--model", default=None, help="judge model, e.g. gpt-4o (required with --base-url)")
+    s.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    s.add_argument("--max-retries", type=int, default=5, help="retries per request on 429/5xx/timeouts (default 5)")
+    s.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    s.add_argument("--azure-api-version", default=None,
+                   help="Azure OpenAI: --base-url is the endpoint, --model the deployment")
+    s.add_argument("--api-key-env", default=None,
+                   help="name of the environment variable holding the key for a self-hosted server (never the key)")
+    s.add_argument("--cache-dir", type=Path, default=None, help="answer cache (default: beside --out)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N folders (try a paid judge first)")
+    s.add_argument("--key-prefix", default="", help='prefix of every output key, e.g. "pix2pix-clip-filtered/train/"')
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_annotate)
 
     s = sub.add_parser("train", help="train stage 1 (InstructPix2Pix) or stage 2 (multi-reward) [issue #5]")
     s.add_argument("--data", required=True, type=Path, help="InstructPix2Pix-layout folder")

@@ -230,12 +230,17 @@ def _read_json(path: Path) -> Any:
         raise DataError(path, None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: mkstemp creates files 0600, which the final file should not keep
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a file so that a crash leaves either the old or the new content, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -430,7 +435,7 @@ def read_instructpix2pix(
                 out.append(Triplet(id=tid, instruction=edit.strip(), source=paths[0], edited=paths[1],
                                    edit_type=edit_type, rewards=rw, seed=sd, meta=meta))
         except DataError as e:
-            col.bad(e)
+            col.bad(e, record=folder)
     return Loaded(out, skipped_rewards + col.problems)
 
 

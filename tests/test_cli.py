@@ -26,8 +26,7 @@ def test_every_command_has_help(command, capsys):
     assert f"usage: rewardedit {command}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["judge-server"], ["annotate", "--data", "d", "--out", "o"],
-                                  ["train", "--data", "d", "--out", "o"],
+@pytest.mark.parametrize("argv", [["train", "--data", "d", "--out", "o"],
                                   ["evaluate", "--model", "m", "--bench", "b", "--out", "o"]])
 def test_later_commands_say_which_issue_brings_them(argv, capsys):
     assert cli.main(argv) == 2
@@ -93,3 +92,39 @@ def test_console_script_is_installed():
     assert exe.exists(), "pip install -e . should install the `rewardedit` console script"
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("rewardedit-kit ")
+
+
+def test_judge_server_command_serves_the_openai_api():
+    import re
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "rewardedit_lib.cli", "judge-server", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"serving at (http://127\.0\.0\.1:\d+/v1)", line)
+        assert m, line
+        with urllib.request.urlopen(m.group(1) + "/models", timeout=10) as r:
+            assert "toy-judge" in r.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "stopped" in out
+
+
+def test_judge_server_rejects_bad_fault_spec(capsys):
+    assert cli.main(["judge-server", "--faults", "429"]) == 2
+    assert "KIND=RATE" in capsys.readouterr().err
+
+
+def test_annotate_command_writes_rewards_and_resumes(tmp_path):
+    toyworld.write_toy_dataset(tmp_path / "d", n=7, seed=1)
+    out = tmp_path / "r.json"
+    code, stdout, err = run("annotate", "--data", str(tmp_path / "d"), "--out", str(out), "--no-progress")
+    assert code == 0, err
+    rewards = formats.read_rewards(out).items
+    assert sorted(rewards) == sorted(f for f, _ in formats.read_seeds(tmp_path / "d"))
+    assert "annotated 7/7 folders" in stdout
+    code, stdout, err = run("annotate", "--data", str(tmp_path / "d"), "--out", str(out), "--no-progress")
+    assert code == 0 and "21 from cache" in stdout and "HTTP requests sent: 0" in stdout
