@@ -204,3 +204,76 @@ def correlation_pairs(corr: np.ndarray, labels: Sequence[str] = PERSPECTIVES) ->
             v = float(corr[i, j])
             out[f"{labels[i]}~{labels[j]}"] = None if np.isnan(v) else round(v, 4)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Agreement of a judge with the toy world's ground truth
+# --------------------------------------------------------------------------------------------------
+def roc_auc(scores: Sequence[float], ok: Sequence[bool]) -> float:
+    """ROC AUC of ``scores`` for telling ok (positive) from flawed triplets: the probability that a random
+    ok triplet scores higher than a random flawed one, ties counting half (Mann-Whitney U). NaN if a class
+    is empty."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(ok, dtype=bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def agreement(truth: Mapping[str, dict], triplets: Iterable[Triplet], yes_from: int = 4) -> dict[str, dict]:
+    """How well reward scores recover the toy world's ground truth, per perspective.
+
+    For each perspective: ``auc`` (scores separating ok from flawed), ``accuracy`` of "score >= yes_from"
+    as a verdict, the ``confusion`` counts (truth ok/flawed x judge yes/no) and the score histograms of ok and
+    flawed triplets (``scores_ok`` / ``scores_flawed``, counts of 0..5). Triplets without rewards or truth are
+    left out; ``n`` says how many were compared.
+    """
+    pairs = [(truth[t.id], t.rewards) for t in triplets if t.rewards is not None and t.id in truth]
+    out = {}
+    for i, p in enumerate(PERSPECTIVES):
+        ok = np.array([bool(line[f"{p}_ok"]) for line, _ in pairs], dtype=bool)
+        scores = np.array([r.scores[i] for _, r in pairs], dtype=int)
+        yes = scores >= yes_from
+        out[p] = {
+            "n": len(pairs),
+            "auc": roc_auc(scores, ok),
+            "accuracy": float(np.mean(yes == ok)) if len(pairs) else float("nan"),
+            "confusion": {"ok_yes": int(np.sum(ok & yes)), "ok_no": int(np.sum(ok & ~yes)),
+                          "flawed_yes": int(np.sum(~ok & yes)), "flawed_no": int(np.sum(~ok & ~yes))},
+            "scores_ok": np.bincount(scores[ok], minlength=MAX_SCORE + 1).tolist(),
+            "scores_flawed": np.bincount(scores[~ok], minlength=MAX_SCORE + 1).tolist(),
+        }
+    return out
+
+
+def flawed_examples(triplets: Sequence[Triplet], truth: Mapping[str, dict], perspective: str, k: int = 4,
+                    ok: bool = False) -> list[Triplet]:
+    """The first ``k`` triplets that are flawed (or, with ``ok=True``, fine) in ``perspective``, each of a
+    different failure kind where possible -- examples for a lecture, not a sample."""
+    picked, kinds = [], set()
+    for t in triplets:
+        line = truth.get(t.id)
+        if line is None or bool(line[f"{perspective}_ok"]) != ok:
+            continue
+        kind = line.get(f"{perspective}_flaw")
+        if kind in kinds and not ok:
+            continue
+        kinds.add(kind)
+        picked.append(t)
+        if len(picked) == k:
+            break
+    return picked
+
+
+def feedback_rows(triplets: Sequence[Triplet], truth: Mapping[str, dict], perspective: str,
+                  k: int = 5) -> list[tuple[str, str, int, str]]:
+    """(instruction, injected flaw, judge score, judge feedback) for ``k`` flawed examples of ``perspective``."""
+    i = PERSPECTIVES.index(perspective)
+    rows = []
+    for t in flawed_examples([t for t in triplets if t.rewards is not None], truth, perspective, k):
+        r = t.rewards.following if i == 0 else t.rewards.preserving if i == 1 else t.rewards.quality
+        rows.append((t.instruction, str(truth[t.id][f"{perspective}_flaw"]), r.score, r.feedback))
+    return rows

@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..formats import (
     PERSPECTIVES,
@@ -37,6 +37,7 @@ from ..formats import (
     Problem,
     Reward,
     Rewards,
+    Triplet,
     atomic_write_text,
     read_instructpix2pix,
     read_seeds,
@@ -131,6 +132,12 @@ def default_paths(out_path: str | Path, cache_dir: str | Path | None = None) -> 
     cache = Path(cache_dir) if cache_dir is not None else work
     return {"out": out, "failures": out.parent / f"{out.stem}.failures.json", "journal": work / "journal.jsonl",
             "cache_dir": cache, "cache": cache / AnswerCache.FILENAME}
+
+
+def annotation_requests(triplets: Iterable[Triplet]) -> list[JudgeRequest]:
+    """The three judgements (following, preserving, quality) of every triplet, as the annotator sends them."""
+    return [JudgeRequest(p, "annotate", t.instruction, t.source, t.edited, id=t.id)
+            for t in triplets for p in PERSPECTIVES]
 
 
 def _folder_of(problem: Problem) -> str:

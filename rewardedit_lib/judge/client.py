@@ -139,6 +139,12 @@ class CostEstimate:
     output_tokens: int
     cost_usd: float | None  # None: the model has no price entry
 
+    def scaled(self, requests: int) -> "CostEstimate":
+        """The same per-request estimate for ``requests`` requests (e.g. from a sample to all of RewardEdit20K)."""
+        f = requests / self.requests if self.requests else 0.0
+        cost = None if self.cost_usd is None else self.cost_usd * f
+        return CostEstimate(self.model, requests, 0, round(self.input_tokens * f), round(self.output_tokens * f), cost)
+
     def __str__(self) -> str:
         head = (f"estimate: {self.requests} request(s) to send to {self.model!r} ({self.cached} answered from cache), "
                 f"~{self.input_tokens:,} input + ~{self.output_tokens:,} output tokens")

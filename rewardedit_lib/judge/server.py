@@ -32,6 +32,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -43,7 +44,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from . import prompts, toy_judge
 
@@ -624,3 +625,14 @@ def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = DEFAULT_M
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+@contextlib.contextmanager
+def judge_endpoint(base_url: str | None = None, model: str = DEFAULT_MODEL, **server_options: Any) -> Iterator[str]:
+    """The base URL to send judge requests to: ``base_url`` itself, or (None) a local toy judge server that
+    runs for the duration of the ``with`` block. Lets one notebook cell serve GPT-4o and the toy judge alike."""
+    if base_url:
+        yield base_url
+        return
+    with ToyJudgeServer(model=model, **server_options) as srv:
+        yield srv.base_url

@@ -1,0 +1,87 @@
+"""Judge-vs-truth agreement statistics, the cost scaling and the endpoint helper notebook 01 uses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rewardedit_lib import dataset, formats, toyworld, viz
+from rewardedit_lib.judge.annotate import annotation_requests
+from rewardedit_lib.judge.client import estimate_cost
+from rewardedit_lib.judge.server import judge_endpoint
+
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, 200)
+    ok = rng.random(200) < 0.6
+    pos, neg = scores[ok], scores[~ok]
+    want = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert dataset.roc_auc(scores, ok) == pytest.approx(want)
+    assert dataset.roc_auc([5, 5, 1], [True, True, False]) == 1.0
+    assert dataset.roc_auc([1, 1, 5], [True, True, False]) == 0.0
+    assert dataset.roc_auc([3, 3], [True, False]) == 0.5
+    assert math.isnan(dataset.roc_auc([1, 2], [True, True]))
+
+
+def _with_rewards(tmp_path, scores_of):
+    toyworld.write_toy_dataset(tmp_path / "d", n=21, seed=2)
+    truth = toyworld.read_truth(tmp_path / "d")
+    rewards = {}
+    for f, line in truth.items():
+        rs = [formats.Reward(scores_of(line, p), "x" if not line[f"{p}_ok"] else formats.PERFECT_FEEDBACK)
+              for p in formats.PERSPECTIVES]
+        rewards[f] = formats.Rewards(*rs)
+    formats.write_rewards(tmp_path / "r.json", rewards)
+    return truth, formats.read_instructpix2pix(tmp_path / "d", rewards=tmp_path / "r.json").items
+
+
+def test_agreement_of_a_perfect_and_of_an_inverted_judge(tmp_path):
+    truth, ts = _with_rewards(tmp_path, lambda line, p: 5 if line[f"{p}_ok"] else 2)
+    a = dataset.agreement(truth, ts)
+    for p in formats.PERSPECTIVES:
+        n_ok = sum(line[f"{p}_ok"] for line in truth.values())
+        assert a[p]["n"] == 21
+        assert a[p]["confusion"] == {"ok_yes": n_ok, "ok_no": 0, "flawed_yes": 0, "flawed_no": 21 - n_ok}
+        assert a[p]["scores_ok"][5] == n_ok and a[p]["scores_flawed"][2] == 21 - n_ok
+        if 0 < n_ok < 21:
+            assert a[p]["auc"] == 1.0 and a[p]["accuracy"] == 1.0
+    truth, ts = _with_rewards(tmp_path / "inv", lambda line, p: 1 if line[f"{p}_ok"] else 5)
+    inv = dataset.agreement(truth, ts)
+    assert all(inv[p]["accuracy"] == 0.0 for p in formats.PERSPECTIVES)
+    fig = viz.agreement_figure(inv)
+    assert len(fig.axes) == 6
+    assert "ROC AUC 0.000" in fig.axes[0].get_title()
+
+
+def test_feedback_rows_show_flawed_examples_of_different_kinds(tmp_path):
+    truth, ts = _with_rewards(tmp_path, lambda line, p: 5 if line[f"{p}_ok"] else 1)
+    rows = dataset.feedback_rows(ts, truth, "following", k=3)
+    assert 1 <= len(rows) <= 3
+    assert len({r[1] for r in rows}) == len(rows)  # one row per failure kind
+    assert all(r[2] == 1 and r[3] == "x" for r in rows)
+
+
+def test_cost_estimate_scales_per_request(tmp_path):
+    toyworld.write_toy_dataset(tmp_path / "d", n=7, seed=0)
+    ts = formats.read_instructpix2pix(tmp_path / "d").items
+    reqs = annotation_requests(ts)
+    assert len(reqs) == 21 and {r.perspective for r in reqs} == set(formats.PERSPECTIVES)
+    est = estimate_cost(reqs, "gpt-4o")
+    big = est.scaled(60_000)
+    assert big.requests == 60_000
+    assert big.cost_usd == pytest.approx(est.cost_usd * 60_000 / 21)
+    assert estimate_cost(reqs, "no-such-model").scaled(10).cost_usd is None
+
+
+def test_judge_endpoint_starts_a_local_server_only_when_no_url_is_given():
+    import urllib.request
+
+    with judge_endpoint(None) as url:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "/models", timeout=10) as r:
+            assert b"toy-judge" in r.read()
+    with judge_endpoint("https://example.invalid/v1") as url:
+        assert url == "https://example.invalid/v1"
