@@ -174,7 +174,8 @@ def object_mask(obj: Obj, size: int) -> np.ndarray:
     raise ValueError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
+def erode(mask: np.ndarray) -> np.ndarray:
+    """A mask shrunk by one pixel (4-neighbourhood): ``mask & ~erode(mask)`` is its 1-px outline (Style)."""
     inner = mask.copy()
     inner[1:, :] &= mask[:-1, :]
     inner[:-1, :] &= mask[1:, :]
@@ -216,7 +217,7 @@ def render(scene: Scene) -> np.ndarray:
     for obj in scene.objects:
         mask = object_mask(obj, s)
         if obj.outline:
-            mask = mask & ~_erode(mask)
+            mask = mask & ~erode(mask)
         img[mask] = OBJECT_COLORS[obj.color]
         if obj.pattern == "stripes" and not obj.outline:
             img[mask & stripe] = PATTERN_LIGHT

@@ -521,7 +521,7 @@ def _mask(obj: tw.Obj, size: int, drawn: bool = True) -> np.ndarray:
     if m is None:
         m = tw.object_mask(obj, size)
         if outline:
-            m = m & ~_erode(m)
+            m = m & ~tw.erode(m)
         m.setflags(write=False)
         _MASKS[key] = m
     return m
@@ -536,17 +536,6 @@ def _near(obj: tw.Obj, size: int) -> np.ndarray:
         m.setflags(write=False)
         _MASKS[key] = m
     return m
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    inner[0, :] = inner[-1, :] = False
-    inner[:, 0] = inner[:, -1] = False
-    return inner
 
 
 def _draw(scene: tw.Scene) -> np.ndarray:
