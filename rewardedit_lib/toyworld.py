@@ -508,25 +508,35 @@ class ToyTriplet:
         }
 
 
-def _partial(ideal: np.ndarray, base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Apply the edit to only one half (left/right/top/bottom) of the region it changes."""
+def partial_edit(ideal: np.ndarray, base: np.ndarray, side: int) -> np.ndarray:
+    """The edit done on one half only of the region it changes: ``side`` 0/1 keep the left/right half, 2/3 the
+    top/bottom half, cut through the middle of the changed region's bounding box; the rest shows ``base``.
+
+    The flawed editor draws "partial" failures with it, and the toy judge draws the same hypothesis to
+    recognise them.
+    """
     changed = np.any(ideal != base, axis=-1)
     ys, xs = np.nonzero(changed)
     if len(xs) == 0:
         return ideal.copy()
-    side = int(rng.integers(4))
     if side < 2:
         mid = (xs.min() + xs.max() + 1) / 2.0
         keep = (np.arange(ideal.shape[1])[None, :] + 0.5 < mid) ^ (side == 1)
-        keep = np.broadcast_to(keep, changed.shape)
     else:
         mid = (ys.min() + ys.max() + 1) / 2.0
         keep = (np.arange(ideal.shape[0])[:, None] + 0.5 < mid) ^ (side == 3)
-        keep = np.broadcast_to(keep, changed.shape)
+    keep = np.broadcast_to(keep, changed.shape)
     out = ideal.copy()
     revert = changed & ~keep
     out[revert] = base[revert]
     return out
+
+
+def _partial(ideal: np.ndarray, base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`partial_edit` on a random side (drawn only when something changed, as the stream always did)."""
+    if not np.any(ideal != base):
+        return ideal.copy()
+    return partial_edit(ideal, base, int(rng.integers(4)))
 
 
 def _follow_flaw(kind: str, source: Scene, spec: EditSpec, rng: np.random.Generator) -> Scene | None:

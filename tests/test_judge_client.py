@@ -174,6 +174,17 @@ def judge_one(client: JudgeClient, request: JudgeRequest):
     return asyncio.run(go())
 
 
+def judge_all(client: JudgeClient, requests: list[JudgeRequest]):
+    """judge_many over ``requests`` without a cache, then close the client."""
+    async def go():
+        try:
+            return await judge_many(requests, client, progress=False)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
 # --------------------------------------------------------------------------------------------------
 # Prices, estimates, keys
 # --------------------------------------------------------------------------------------------------
@@ -325,13 +336,7 @@ def test_concurrency_is_bounded():
     with StubJudge(latency=0.05) as stub:
         client = make_client(stub, concurrency=6)
 
-        async def go():
-            try:
-                return await judge_many([req(i) for i in range(30)], client, progress=False)
-            finally:
-                await client.aclose()
-
-        res = asyncio.run(go())
+        res = judge_all(client, [req(i) for i in range(30)])
     assert all(r.ok for r in res) and stub.count == 30
     assert 4 <= stub.max_in_flight <= 6
 
@@ -348,13 +353,7 @@ def test_structured_output_falls_back_to_json_object_then_none_and_remembers():
     with StubJudge(behave) as stub:
         client = make_client(stub, concurrency=1)
 
-        async def go():
-            try:
-                return await judge_many([req(i) for i in range(5)], client, progress=False)
-            finally:
-                await client.aclose()
-
-        res = asyncio.run(go())
+        res = judge_all(client, [req(i) for i in range(5)])
         formats = [(r["body"].get("response_format") or {}).get("type") for r in stub.log]
     assert all(r.ok for r in res)
     assert formats == ["json_schema", "json_object", None, None, None, None, None]
@@ -377,13 +376,7 @@ def test_refused_parameters_are_adapted_once_even_with_many_requests_in_flight()
     with StubJudge(behave, latency=0.05) as stub:
         client = make_client(stub, concurrency=8, max_retries=0)
 
-        async def go():
-            try:
-                return await judge_many([req(i) for i in range(8)], client, progress=False)
-            finally:
-                await client.aclose()
-
-        res = asyncio.run(go())
+        res = judge_all(client, [req(i) for i in range(8)])
     assert all(r.ok for r in res), [r.error for r in res]  # max_retries=0: the adaptations cost no retry
     assert client.stats.fallbacks == ["max_tokens -> max_completion_tokens", "temperature dropped"]
     last = stub.log[-1]["body"]
@@ -403,13 +396,7 @@ def test_auth_errors_are_not_retried_and_stop_the_remaining_requests():
     with StubJudge(lambda n, b, h: error_reply(401, "Incorrect API key provided")) as stub:
         client = make_client(stub, concurrency=1)
 
-        async def go():
-            try:
-                return await judge_many([req(i) for i in range(5)], client, progress=False)
-            finally:
-                await client.aclose()
-
-        res = asyncio.run(go())
+        res = judge_all(client, [req(i) for i in range(5)])
     assert stub.count == 1 and not any(r.ok for r in res)
     assert "HTTP 401" in res[0].error and "not retried" in res[0].error
     assert all("not sent" in r.error and "HTTP 401" in r.error for r in res[1:])
@@ -420,13 +407,7 @@ def test_other_4xx_fail_that_request_only():
     with StubJudge(lambda n, b, h: script.get(n)) as stub:
         client = make_client(stub, concurrency=1)
 
-        async def go():
-            try:
-                return await judge_many([req(i) for i in range(3)], client, progress=False)
-            finally:
-                await client.aclose()
-
-        res = asyncio.run(go())
+        res = judge_all(client, [req(i) for i in range(3)])
     assert [r.ok for r in res] == [False, True, True] and stub.count == 3
     assert "HTTP 400: image is too large (not retried)" == res[0].error
 
@@ -518,13 +499,7 @@ def test_duplicate_requests_are_sent_once(tmp_path):
     with StubJudge() as stub:
         client = make_client(stub)
 
-        async def go():
-            try:
-                return await judge_many([req(0), req(0), req(1)], client, progress=False)
-            finally:
-                await client.aclose()
-
-        res = asyncio.run(go())
+        res = judge_all(client, [req(0), req(0), req(1)])
     assert stub.count == 2 and all(r.ok for r in res) and res[0].answer == res[1].answer
 
 

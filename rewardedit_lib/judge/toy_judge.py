@@ -574,29 +574,6 @@ def _drawn(scene: tw.Scene) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # 3. Following: which drawing of the edit (right, wrong, half, none) explains the edited pixels
 # --------------------------------------------------------------------------------------------------
-def _partial_mix(ideal: np.ndarray, base: np.ndarray, side: int) -> np.ndarray:
-    """The edit done on one half of the region it changes (left, right, top or bottom half kept).
-
-    An editor that stops half-way leaves the other half as it was; the half is cut through the middle of
-    the changed region's bounding box.
-    """
-    changed = np.any(ideal != base, axis=-1)
-    ys, xs = np.nonzero(changed)
-    if len(xs) == 0:
-        return ideal.copy()
-    if side < 2:
-        mid = (xs.min() + xs.max() + 1) / 2.0
-        keep = (np.arange(ideal.shape[1])[None, :] + 0.5 < mid) ^ (side == 1)
-    else:
-        mid = (ys.min() + ys.max() + 1) / 2.0
-        keep = (np.arange(ideal.shape[0])[:, None] + 0.5 < mid) ^ (side == 3)
-    keep = np.broadcast_to(keep, changed.shape)
-    out = ideal.copy()
-    revert = changed & ~keep
-    out[revert] = base[revert]
-    return out
-
-
 SceneMod = Callable[[tw.Scene], tw.Scene]
 
 
@@ -618,7 +595,7 @@ class _Hyp:
         key = ("partial", a, b, self.side)
         img = _DRAWN.get(key)
         if img is None:
-            img = _partial_mix(_drawn(a), _drawn(b), self.side)
+            img = tw.partial_edit(_drawn(a), _drawn(b), self.side)
             img.setflags(write=False)
             _DRAWN.put(key, img)
         return img
