@@ -5,6 +5,12 @@ Modules, lowest first (nothing imports anything above it):
 
 * :mod:`~rewardedit_lib.formats`  the triplet record; InstructPix2Pix folders, RewardEdit json, Real-Edit
 * :mod:`~rewardedit_lib.toyworld` the toy editing world with a correct and a flawed editor
+* :mod:`~rewardedit_lib.judge`    prompts, the openai client, annotation, the toy judge and its server
+* :mod:`~rewardedit_lib.reward`   the reward encoder, composed onto a stock diffusers UNet
+* :mod:`~rewardedit_lib.models`   toy and sd15 configs, stage 1 / stage 2 construction, the converter
+* :mod:`~rewardedit_lib.pipeline` inference with reward conditions
+* :mod:`~rewardedit_lib.train`    the accelerate trainer (stage 1 and 2), presets, exact resume
+* :mod:`~rewardedit_lib.evaluate` Real-Edit evaluation: edits, verdicts, tables with CIs, comparisons
 * :mod:`~rewardedit_lib.runtime`  device detection and the environment check
 * :mod:`~rewardedit_lib.viz`      grids, plots, the dataset browser
 * :mod:`~rewardedit_lib.course`   profiles and the papermill course runner

@@ -10,15 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from . import __version__
 
-#: Sub-commands whose implementation arrives with a later issue: their interface is fixed now.
-_LATER = {
-    "train": "the stage-1 / stage-2 trainer arrives with the training issue (#5)",
-    "evaluate": "Real-Edit evaluation arrives with the evaluation issue (#6)",
-}
 
 
 def _cmd_toy_data(args: argparse.Namespace) -> int:
@@ -114,12 +109,56 @@ def _cmd_course(args: argparse.Namespace) -> int:
     return 0
 
 
-def _later(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"rewardedit {name}: not available in this version of the kit: {_LATER[name]}.", file=sys.stderr)
-        return 2
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainingError, preset, train
 
-    return run
+    changes = dict(stage=args.stage, rewards=args.rewards_mode, injection=args.injection, init=args.init,
+                   max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                   seed=args.seed, mixed_precision=args.mixed_precision, reward_dropout=args.reward_dropout,
+                   checkpoint_every=args.checkpoint_every, missing_rewards="skip" if args.skip_missing_rewards else None)
+    if args.gradient_checkpointing:
+        changes["gradient_checkpointing"] = True
+    if args.use_8bit_adam:
+        changes["use_8bit_adam"] = True
+    try:
+        config = preset(args.profile, **changes)
+        if args.no_ema:
+            config.ema_decay = None
+        result = train(config, args.data, args.out, rewards_path=args.rewards, resume=args.resume,
+                       progress=not args.no_progress)
+    except TrainingError as e:
+        print(f"rewardedit train: error: {e}", file=sys.stderr)
+        return 1
+    if result.model_dir is not None:
+        print(f"trained {result.steps} steps ({result.wall_s:.0f} s, {result.images_per_s:.1f} img/s, final loss "
+              f"{result.final_loss:.4f}); model in {result.model_dir}; metrics in {args.out / 'metrics.jsonl'}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import EDIT_DEFAULTS, EditSettings, evaluate, load_model, model_kind
+
+    settings = None
+    if any(v is not None for v in (args.steps, args.guidance_scale, args.image_guidance_scale, args.scores,
+                                   args.seed)):
+        kind = model_kind(load_model(args.model))
+        base = EDIT_DEFAULTS[kind]
+        scores = base.reward_scores
+        if args.scores is not None:
+            scores = None if args.scores == "unknown" else tuple(float(x) for x in args.scores.split(","))
+            if scores is not None and len(scores) != 3:
+                raise ValueError(f"--scores wants 3 numbers (following,preserving,quality), got {args.scores!r}")
+        settings = EditSettings(
+            num_inference_steps=args.steps or base.num_inference_steps,
+            guidance_scale=base.guidance_scale if args.guidance_scale is None else args.guidance_scale,
+            image_guidance_scale=base.image_guidance_scale if args.image_guidance_scale is None
+            else args.image_guidance_scale, reward_scores=scores, reward_text=base.reward_text,
+            resolution=base.resolution, seed=base.seed if args.seed is None else args.seed)
+    report = evaluate(args.model, args.bench, args.out, settings=settings, base_url=args.base_url,
+                      judge_model=args.judge_model, api_key_env=args.api_key_env, device=args.device,
+                      limit=args.limit, progress=not args.no_progress)
+    print(report)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,23 +228,59 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_annotate)
 
-    s = sub.add_parser("train", help="train stage 1 (InstructPix2Pix) or stage 2 (multi-reward) [issue #5]")
+    s = sub.add_parser("train", help="train stage 1 (InstructPix2Pix) or stage 2 (multi-reward)",
+                       description="Runs on a CPU, one GPU, or several through `accelerate launch` / `torchrun` "
+                                   "(the batch is global: the same run on any number of processes). Writes "
+                                   "model/, checkpoints/, metrics.jsonl and samples/ under --out.")
     s.add_argument("--data", required=True, type=Path, help="InstructPix2Pix-layout folder")
-    s.add_argument("--rewards", type=Path, help="RewardEdit_20K.json-format rewards (stage 2)")
-    s.add_argument("--profile", default="toy-cpu", help="training profile")
+    s.add_argument("--rewards", type=Path, help="RewardEdit_20K.json-format rewards (stage 2 with rewards)")
+    s.add_argument("--profile", default="toy-cpu", help="training preset: toy-cpu, toy-gpu, sd15, sd15-t4")
     s.add_argument("--stage", type=int, choices=(1, 2), default=2, help="1 = InstructPix2Pix, 2 = multi-reward")
-    s.add_argument("--rewards-mode", choices=("none", "scores", "text", "both"), default="both")
+    s.add_argument("--rewards-mode", choices=("none", "scores", "text", "both"), default="both",
+                   help="stage 2: which rewards condition the model (none = the no-reward baseline)")
+    s.add_argument("--injection", choices=("latent", "time", "both"), default=None, help="where rewards enter")
+    s.add_argument("--init", default=None,
+                   help="model folder or hub id to start from (stage 2: a stage-1 model; toy default: the "
+                        "kit's bundled toy stage-1 model)")
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
-    s.set_defaults(func=_later("train"))
+    s.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the profile's)")
+    s.add_argument("--batch-size", type=int, default=None, help="global batch per optimizer step")
+    s.add_argument("--grad-accum", type=int, default=None, help="gradient-accumulation micro-batches")
+    s.add_argument("--lr", type=float, default=None, help="learning rate")
+    s.add_argument("--seed", type=int, default=None, help="seed of data order, noise and new modules")
+    s.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
+    s.add_argument("--reward-dropout", type=float, default=None,
+                   help="probability that an example's rewards are hidden (one model, rewards optional)")
+    s.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    s.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    s.add_argument("--use-8bit-adam", action="store_true", help="bitsandbytes 8-bit AdamW (small GPUs)")
+    s.add_argument("--no-ema", action="store_true", help="no EMA copy of the weights")
+    s.add_argument("--skip-missing-rewards", action="store_true",
+                   help="skip (and report) training folders without a rewards entry instead of failing")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("evaluate", help="edit and judge a Real-Edit-layout benchmark [issue #6]")
-    s.add_argument("--model", required=True, type=Path, help="model folder")
+    s = sub.add_parser("evaluate", help="edit and judge a Real-Edit-layout benchmark; resumable",
+                       description="Writes edits/, results.jsonl (one line per item, three verdicts) and "
+                                   "summary.json (yes-rate and mean score per perspective, overall and per edit "
+                                   "type, bootstrap 95%% CIs) under --out. Keys come from the environment only.")
+    s.add_argument("--model", required=True, type=Path, help="model folder (a trainer's model/ or InstructPix2Pix)")
     s.add_argument("--bench", required=True, type=Path, help="Real-Edit-layout benchmark folder")
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: the local toy judge)")
-    s.add_argument("--judge-model", default=None, help="judge model name")
-    s.set_defaults(func=_later("evaluate"))
+    s.add_argument("--judge-model", default=None, help="judge model name (e.g. gpt-4o; required with --base-url)")
+    s.add_argument("--api-key-env", default=None, help="environment variable holding the judge's key (never the key)")
+    s.add_argument("--scores", default=None,
+                   help="reward scores to edit with, e.g. 5,5,5 (the default), or 'unknown'")
+    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: 30 sd15, 20 toy)")
+    s.add_argument("--guidance-scale", type=float, default=None, help="text guidance")
+    s.add_argument("--image-guidance-scale", type=float, default=None, help="image guidance")
+    s.add_argument("--seed", type=int, default=None, help="noise seed (edits are deterministic per item and seed)")
+    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N items")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("course", help="run the notebooks in order with papermill on a named profile")
     s.add_argument("--profile", default="toy-cpu", help="toy-cpu (default), toy-gpu, sd15")

@@ -24,7 +24,10 @@ MODEL_CONFIGS: tuple[str, ...] = ("toy", "sd15")
 
 #: The text-to-image UNets the two configs start from. sd15 = Stable Diffusion 1.5's UNet (diffusers'
 #: defaults are exactly it, spelled out so the kit does not depend on them). toy = a pixel-space UNet for
-#: the 32 px toy world: 3 RGB channels in and out, blocks (32, 64, 64), one layer per block.
+#: the 32 px toy world: 3 RGB channels in and out, blocks (16, 32, 64), one layer per block, attention
+#: (self + instruction) only at 8 x 8 and in the middle block. Measured on 2 CPU cores at batch 32: 0.65 s
+#: per training step, against 2.4 s with blocks (32, 64, 64) and attention at 16 x 16 too -- the full-
+#: resolution convolutions and the 256-token attention were three quarters of the time.
 UNET_CONFIGS: dict[str, dict[str, Any]] = {
     "sd15": dict(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -35,9 +38,9 @@ UNET_CONFIGS: dict[str, dict[str, Any]] = {
     ),
     "toy": dict(
         sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8,
     ),
 }

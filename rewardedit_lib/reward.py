@@ -54,6 +54,9 @@ class RewardConditions:
 
     time: torch.Tensor | None  # (B, time_embed_dim)
     tokens: torch.Tensor | None  # (B, n_tokens, block_dim): [reward token][, text token]
+    #: (B,) 1 where the rewards are known, 0 where they are not (reward dropout in training; ``None`` = all
+    #: known). An unknown reward adds nothing: the UNet computes exactly what it would without the encoder.
+    known: torch.Tensor | None = None
 
 
 class RewardCrossAttention(nn.Module):
@@ -237,12 +240,22 @@ class RewardUNet(nn.Module):
             raise ValueError(f"reward batch {x.shape[0]} does not divide the UNet batch {batch}")
         return x.repeat_interleave(batch // x.shape[0], dim=0)
 
+    def _known(self, batch: int, ndim: int, dtype: torch.dtype) -> torch.Tensor | None:
+        known = self._current().known
+        if known is None:
+            return None
+        return self._match_batch(known, batch).to(dtype).reshape(batch, *([1] * (ndim - 1)))
+
     def _add_to_time_embedding(self, module, inputs, emb: torch.Tensor) -> torch.Tensor:
-        return emb + self._match_batch(self._current().time, emb.shape[0]).to(emb.dtype)
+        add = self._match_batch(self._current().time, emb.shape[0]).to(emb.dtype)
+        known = self._known(emb.shape[0], add.ndim, emb.dtype)
+        return emb + (add if known is None else add * known)
 
     def _inject_into_latent(self, module, inputs, h: torch.Tensor) -> torch.Tensor:
         tokens = self._match_batch(self._current().tokens, h.shape[0])
-        return self.reward.latent(h, tokens)
+        out = self.reward.latent(h, tokens)
+        known = self._known(h.shape[0], h.ndim, h.dtype)
+        return out if known is None else h + (out - h) * known
 
     @contextmanager
     def conditioned(self, conditions: RewardConditions) -> Iterator[None]:
@@ -267,10 +280,14 @@ class RewardUNet(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 reward_scores: torch.Tensor | None = None, reward_text_embeds: torch.Tensor | None = None,
-                **unet_kwargs):
+                reward_known: torch.Tensor | None = None, **unet_kwargs):
+        """``reward_known`` (B,): 0 marks an example whose rewards are unknown (its scores / text are then
+        ignored); a model trained with reward dropout learns to edit in that case too."""
         if self.reward is None:
             return self.unet(sample, timestep, encoder_hidden_states, **unet_kwargs)
         conditions = self.reward(reward_scores, reward_text_embeds)
+        if reward_known is not None:
+            conditions.known = reward_known
         with self.conditioned(conditions):
             return self.unet(sample, timestep, encoder_hidden_states, **unet_kwargs)
 

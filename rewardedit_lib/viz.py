@@ -583,3 +583,105 @@ def branch_table(branches) -> str:
     rows = [[b.name, "instruction" if b.instruction else '"" (empty)', "source" if b.image else "zeros",
              "requested" if b.rewards == "requested" else "low (0, 0, 0)"] for b in branches]
     return text_table(rows, ["branch", "text", "image", "rewards"], "UNet branches of one denoising step")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training and evaluation (notebooks 04-06)
+# --------------------------------------------------------------------------------------------------
+def loss_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], title: str = "Training loss",
+                smooth: int = 1) -> Figure:
+    """Loss against step for several runs (their ``metrics.jsonl`` rows), on one axis; ``smooth`` = moving
+    average over that many logged points."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, rows in runs.items():
+        steps = np.array([r["step"] for r in rows])
+        loss = np.array([r["loss"] for r in rows], dtype=float)
+        if smooth > 1 and len(loss) >= smooth:
+            loss = np.convolve(loss, np.ones(smooth) / smooth, mode="valid")
+            steps = steps[smooth - 1:]
+        ax.plot(steps, loss, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (MSE)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def image_files(paths: Sequence[str | Path], titles: Sequence[str] | None = None, width: float = 4.0) -> Figure:
+    """Show image files side by side (e.g. the trainer's validation grids at several steps)."""
+    from PIL import Image
+
+    n = len(paths)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, width * 1.1), squeeze=False)
+    for ax, p, t in zip(axes[0], paths, titles or [Path(p).stem for p in paths]):
+        _show_image(ax, Image.open(p).convert("RGB"))
+        ax.set_title(t, fontsize=9)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def edit_comparison(rows: Sequence[Mapping], images: Sequence[Sequence], columns: Sequence[str],
+                    max_rows: int = 7) -> Figure:
+    """One row per edit: the images given (e.g. source | baseline | reward model), the instruction above.
+
+    ``rows``: dicts with ``instruction`` and ``edit_type``; ``images``: per row, one image per column."""
+    rows, images = list(rows)[:max_rows], list(images)[:max_rows]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.9 * len(columns), 2.05 * len(rows)), squeeze=False)
+    for i, (r, ims) in enumerate(zip(rows, images)):
+        for j, im in enumerate(ims):
+            _show_image(axes[i][j], im)
+            if i == 0:
+                axes[i][j].set_title(columns[j], fontsize=9, fontweight="bold")
+        axes[i][0].text(0, -0.08, textwrap.shorten(f"{r['edit_type']}: {r['instruction']}", 60),
+                        transform=axes[i][0].transAxes, fontsize=7.5, va="top")
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def perspective_bars(summaries: Mapping[str, Mapping], metric: str = "yes_rate",
+                     by_type: bool = False, perspective: str = "following") -> Figure:
+    """Bars with 95% CIs: per perspective (``by_type=False``) or per edit type for one perspective,
+    one bar per model. ``summaries``: ``{model name: evaluate.summarize(...)}``."""
+    names = list(summaries)
+    if by_type:
+        groups = list(next(iter(summaries.values()))["by_type"])
+        cell = lambda s, g: s["by_type"][g][perspective]  # noqa: E731
+    else:
+        groups = list(PERSPECTIVES)
+        cell = lambda s, g: s["overall"][g]  # noqa: E731
+    x = np.arange(len(groups))
+    w = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(1, len(names)) ** 0.5), 3.4))
+    for k, name in enumerate(names):
+        vals = np.array([cell(summaries[name], g)[metric] for g in groups], dtype=float)
+        ci = np.array([cell(summaries[name], g)[f"{metric}_ci"] for g in groups], dtype=float)
+        err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
+        ax.bar(x + (k - (len(names) - 1) / 2) * w, vals, w, yerr=err, capsize=2, label=name)
+    ax.set_xticks(x, groups if by_type else [PERSPECTIVE_TITLES[g] for g in groups], fontsize=8,
+                  rotation=20 if by_type else 0)
+    ax.set_ylabel("yes-rate (%)" if metric == "yes_rate" else "mean score (0-5)")
+    if by_type:
+        ax.set_title(f"{PERSPECTIVE_TITLES[perspective]}, per edit type")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def sweep_plot(xs: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
+               title: str | None = None) -> Figure:
+    """Line plot of one or more measured series against a swept value (the ablations' knobs)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for name, ys in series.items():
+        ax.plot(xs, ys, marker="o", label=name, color=PERSPECTIVE_COLORS.get(name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig)

@@ -180,10 +180,15 @@ def test_record_results_merges(tmp_path):
 def test_the_toy_course_runs_end_to_end(tmp_path):
     """The real notebooks on the toy profile, at small parameters: every notebook ok, results recorded."""
     summary = course.run_course("toy-cpu", tmp_path / "run", notebooks_dir=NOTEBOOKS, log=lambda s: None,
-                                overrides={"n_train": 28, "bench_images": 2})
+                                overrides={"n_train": 28, "bench_images": 2, "train_steps": 4, "validate_every": 2,
+                                           "steps": 2})
     assert summary["status"] == "ok"
     by_name = {n["notebook"]: n for n in summary["notebooks"]}
     assert len(by_name) == 7 and all(n["status"] == "ok" for n in by_name.values())
     assert by_name["01_annotation"]["results"]["n_triplets"] == 28
-    assert by_name["05_evaluation"]["results"] == {"bench_images": 2, "bench_edits": 14}
+    ev = by_name["05_evaluation"]["results"]
+    assert ev["bench_images"] == 2 and ev["bench_edits"] == 14
+    assert set(ev["headline"]) == {"baseline", "multi-reward"} and "following_yes_rate" in ev["headline"]["baseline"]
+    assert sum(ev["paired"]["quality"].values()) == 14
+    assert by_name["04_training"]["results"]["steps"] == 4
     assert by_name["00_setup"]["parameters"]["out_dir"] == str((tmp_path / "run").resolve())

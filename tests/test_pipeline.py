@@ -149,7 +149,7 @@ def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe,
     finally:
         del pipe.scheduler.step
     used, t, sample = seen[0]
-    ref = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    ref = type(pipe.scheduler).from_config(pipe.scheduler.config)
     ref.set_timesteps(2)
     assert t == ref.timesteps[0]
     x = ref.scale_model_input(sample, t)
@@ -260,8 +260,8 @@ def test_inspection_helpers_trace_shapes_and_attention(pipe, example):
     assert [r[3] for r in rows[:4]] == ["1x77", "1x77x64", "1x77", "1x64"]  # instruction states, feedback pooled
     assert by_module["(input)"][3] == "1x6x32x32"
     assert by_module["reward.score_proj"][3] == "3x32"  # three scores, 32-d each (flattened to 1x96 after)
-    assert by_module["reward.score_to_token"][3] == "1x32" and by_module["reward.text_to_time"][3] == "1x128"
-    assert by_module["reward.latent.attn"][2:] == ("1x1024x32", "1x1024x32")
+    assert by_module["reward.score_to_token"][3] == "1x16" and by_module["reward.text_to_time"][3] == "1x64"
+    assert by_module["reward.latent.attn"][2:] == ("1x1024x16", "1x1024x16")
     order = [r[0] for r in rows]
     assert order.index("unet.conv_in") < order.index("reward.latent.norm") < order.index("unet.down_blocks.0")
     assert rows[-1][0] == "unet.conv_out" and rows[-1][3] == "1x3x32x32"

@@ -165,7 +165,8 @@ def _reference_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     unet = models.widen_conv_in(models.text_to_image_unet("toy", seed=seed))
     sd = {k: v.clone() for k, v in unet.state_dict().items()}
     g = torch.Generator().manual_seed(seed + 1)
-    t, c, txt, s3 = 128, 32, 64, 3 * SCORE_DIM
+    widths = models.UNET_CONFIGS["toy"]["block_out_channels"]
+    t, c, txt, s3 = 4 * widths[0], widths[0], 64, 3 * SCORE_DIM  # time embedding, first block, CLIP, scores
 
     def lin(name, n_in, n_out):
         sd[f"{name}.weight"] = torch.randn(n_out, n_in, generator=g) / math.sqrt(n_in)

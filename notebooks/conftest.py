@@ -1,0 +1,29 @@
+"""Notebooks as tests (``pytest --nbval-lax notebooks``) run on small parameters in a fresh folder.
+
+A learner opening a notebook gets the ``toy-cpu`` course defaults stored in its ``parameters`` cell; the test
+run appends the overrides below to that cell, so training and evaluation take seconds instead of minutes,
+and every notebook writes into one temporary ``out_dir`` per test session (notebook 04 reads what 01 wrote,
+as in the course; nothing from an earlier run is reused).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+#: Per notebook (file stem): parameters that make the test run small. Everything else keeps its default.
+TEST_PARAMETERS: dict[str, dict[str, object]] = {
+    "04_training": {"train_steps": 8, "validate_every": 4},
+    "05_evaluation": {"bench_images": 2, "steps": 3},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    out_dir = Path(tempfile.mkdtemp(prefix="rewardedit-nbval-")) / "toy-cpu"
+    for item in items:
+        cell = getattr(item, "cell", None)
+        if cell is None or "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        overrides = {"out_dir": str(out_dir), **TEST_PARAMETERS.get(Path(str(item.fspath)).stem, {})}
+        cell.source += "\n# test-run overrides (notebooks/conftest.py)\n" + "\n".join(
+            f"{name} = {value!r}" for name, value in overrides.items())

@@ -1,0 +1,228 @@
+"""The trainer: the objective's pieces, exact resume after kill -9, NaN stop, missing rewards, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rewardedit_lib import formats, toyworld
+from rewardedit_lib import train as T
+from rewardedit_lib.judge.annotate import annotate
+from rewardedit_lib.pipeline import RewardEditPipeline
+
+TINY = dict(model="toy", batch_size=4, lr=1e-3, lr_schedule="constant_with_warmup", warmup_steps=2,
+            ema_decay=0.99, log_every=1, checkpoint_every=0, validation_examples=2, validation_steps=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train-data")
+    toyworld.write_toy_dataset(root / "d", n=16, seed=3)
+    annotate(root / "d", root / "rewards.json", progress=False, log=None)
+    return root / "d", root / "rewards.json"
+
+
+def tiny(**changes) -> T.TrainConfig:
+    return T.TrainConfig(**{**TINY, **changes})
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from rewardedit_lib.reward import RewardUNet
+
+    m = RewardUNet.from_pretrained(model_dir)
+    out = {f"unet.{k}": v for k, v in m.unet.state_dict().items()}
+    if m.reward is not None:
+        out.update({f"reward.{k}": v for k, v in m.reward.state_dict().items()})
+    return out
+
+
+# -- configuration --------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value", [("stage", 3), ("rewards", "all"), ("lr", 0.0), ("grad_accum", 3),
+                                          ("mixed_precision", "fp8"), ("conditioning_dropout", 0.5)])
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        tiny(**{field: value})
+
+
+def test_presets_and_unknown_settings():
+    assert T.preset("sd15").resolution == 256 and T.preset("sd15-t4").use_8bit_adam
+    assert T.preset("toy-cpu", max_steps=7).max_steps == 7
+    with pytest.raises(ValueError, match="toy-tpu"):
+        T.preset("toy-tpu")
+    with pytest.raises(ValueError, match="learning_rate"):
+        T.preset("toy-cpu", learning_rate=1.0)
+
+
+# -- the per-step plan ----------------------------------------------------------------------------
+def test_example_order_is_a_seeded_permutation_per_epoch():
+    order = T.example_order(10, seed=1, start=0, count=30)
+    for epoch in range(3):
+        assert sorted(order[epoch * 10:(epoch + 1) * 10].tolist()) == list(range(10))
+    assert torch.equal(T.example_order(10, 1, 7, 9), order[7:16])  # any window of the same stream
+    assert not torch.equal(T.example_order(10, 2, 0, 10), order[:10])
+
+
+def test_step_plan_is_a_pure_function_of_seed_and_step():
+    cfg = tiny(batch_size=6000, conditioning_dropout=0.05, reward_dropout=0.1)
+    a, b = T.plan_step(5, 40, cfg, 1000), T.plan_step(5, 40, cfg, 1000)
+    assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("indices", "timesteps", "drop_text", "drop_image"))
+    assert not torch.equal(a.timesteps, T.plan_step(6, 40, cfg, 1000).timesteps)
+    # diffusers' InstructPix2Pix rule: text dropped with 2p, image with 2p, both with p
+    assert abs(a.drop_text.float().mean() - 0.10) < 0.02 and abs(a.drop_image.float().mean() - 0.10) < 0.02
+    assert abs((a.drop_text & a.drop_image).float().mean() - 0.05) < 0.015
+    assert abs(a.drop_reward.float().mean() - 0.10) < 0.02 and not a.flip.any()  # toy: no flips
+
+
+# -- a run and its outputs ------------------------------------------------------------------------
+def test_stage1_run_learns_and_writes_a_loadable_pipeline(data, tmp_path):
+    d, _ = data
+    res = T.train(tiny(stage=1, max_steps=12, checkpoint_every=4, keep_checkpoints=2), d, tmp_path / "run",
+                  progress=False)
+    losses = [r["loss"] for r in res.metrics]
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3  # it learns
+    assert [p.name for p in T.list_checkpoints(tmp_path / "run")] == ["checkpoint-000008", "checkpoint-000012"]
+    pipe = RewardEditPipeline.from_pretrained(res.model_dir)
+    assert pipe.reward_encoder is None and pipe.unet.config.in_channels == 6
+    assert (tmp_path / "run" / "samples" / "step-000012.png").exists()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["images_per_s"] > 0
+
+
+def test_stage2_from_stage1_adds_rewards_and_starts_where_stage1_ended(data, tmp_path):
+    d, rewards = data
+    s1 = T.train(tiny(stage=1, max_steps=3), d, tmp_path / "s1", progress=False)
+    cfg = tiny(stage=2, max_steps=2, init=str(s1.model_dir), zero_init_rewards=True, ema_decay=None)
+    trainer = T.Trainer(cfg, d, tmp_path / "s2", rewards, progress=False)
+    trainer._setup()
+    before = weights(s1.model_dir)
+    now = trainer.raw_model.unet.state_dict()
+    assert all(torch.equal(before[f"unet.{k}"], v) for k, v in now.items())
+    assert trainer.raw_model.reward is not None and trainer.raw_model.reward.config.rewards == "both"
+    assert trainer.data.scores.shape == (16, 3) and trainer.data.pooled is not None
+    res = T.train(cfg, d, tmp_path / "s2b", rewards, progress=False)
+    assert (res.model_dir / "reward_encoder" / "config.json").exists()
+
+
+def test_a_missing_rewards_entry_names_the_folder_or_is_skipped(data, tmp_path):
+    d, rewards = data
+    entries = json.loads(Path(rewards).read_text())
+    gone = sorted(entries)[3]
+    del entries[gone]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(entries))
+    cfg = tiny(stage=2, max_steps=1, ema_decay=None)
+    with pytest.raises(formats.DataError, match=gone):
+        T.train(cfg, d, tmp_path / "a", partial, progress=False)
+    trainer = T.Trainer(cfg.updated(missing_rewards="skip"), d, tmp_path / "b", partial, progress=False)
+    trainer._setup()
+    assert trainer.data.n == 15 and gone not in {t.id for t in trainer.data.triplets}
+    with pytest.raises(T.TrainingError, match="rewards file"):
+        T.train(cfg, d, tmp_path / "c", None, progress=False)
+
+
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    d, _ = data
+    cfg = tiny(stage=1, max_steps=10, checkpoint_every=2)
+    trainer = T.Trainer(cfg, d, tmp_path / "run", progress=False)
+    calls = {"n": 0}
+    real_step = trainer._step
+
+    def poisoned(step):  # corrupt the model's output from the 6th step on (a real NaN through the loss)
+        if step == 5:
+            trainer.raw_model.unet.conv_out.register_forward_hook(lambda m, i, o: o * float("nan"))
+        calls["n"] += 1
+        return real_step(step)
+
+    trainer._step = poisoned
+    with pytest.raises(T.TrainingError, match=r"became nan at step 6.*checkpoint-000004"):
+        trainer.train()
+    assert [p.name for p in T.list_checkpoints(tmp_path / "run")][-1] == "checkpoint-000004"
+    assert not (tmp_path / "run" / "model").exists()
+    good = weights(tmp_path / "run" / "checkpoints" / "checkpoint-000004" / "model")
+    assert all(torch.isfinite(v).all() for v in good.values())
+
+
+# -- exact resume after kill -9 -------------------------------------------------------------------
+RUNNER = textwrap.dedent("""
+    import json, sys, time, torch
+    torch.set_num_threads(1)
+    from rewardedit_lib import train as T
+    cfg = T.TrainConfig.from_json(json.loads(sys.argv[1]))
+    slow = float(sys.argv[5])
+    T.Trainer(cfg, sys.argv[2], sys.argv[3], sys.argv[4] if sys.argv[4] != "-" else None, progress=False,
+              step_callback=lambda step, row: time.sleep(slow)).train(resume=sys.argv[6] if len(sys.argv) > 6 else None)
+""")
+
+
+def _runner(cfg, d, out, rewards, slow=0.0, resume=None):
+    script = Path(out).parent / "runner.py"
+    script.write_text(RUNNER)
+    argv = [sys.executable, str(script), json.dumps(cfg.to_json()), str(d), str(out), str(rewards or "-"), str(slow)]
+    return argv + ([resume] if resume else [])
+
+
+def test_kill_9_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data, tmp_path):
+    d, rewards = data
+    cfg = tiny(stage=2, max_steps=9, checkpoint_every=3, keep_checkpoints=5, reward_dropout=0.2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_runner(cfg, d, tmp_path / "straight", rewards), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(_runner(cfg, d, tmp_path / "killed", rewards, slow=0.4), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not T.list_checkpoints(tmp_path / "killed") and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = T.list_checkpoints(tmp_path / "killed")
+    assert done and done[-1].name in ("checkpoint-000003", "checkpoint-000006")
+    assert not (tmp_path / "killed" / "model").exists()  # it really died mid-run
+    subprocess.run(_runner(cfg, d, tmp_path / "killed", rewards, resume="latest"), check=True, env=env,
+                   capture_output=True)
+
+    a, b = weights(tmp_path / "straight" / "model"), weights(tmp_path / "killed" / "model")
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
+    la = [r["loss"] for r in T.read_metrics(tmp_path / "straight")]
+    lb = [r["loss"] for r in T.read_metrics(tmp_path / "killed")]
+    assert len(lb) == 9 and torch.allclose(torch.tensor(la), torch.tensor(lb), atol=1e-6)
+
+
+def test_resume_refuses_other_settings_and_a_missing_checkpoint(data, tmp_path):
+    d, _ = data
+    T.train(tiny(stage=1, max_steps=2, checkpoint_every=1), d, tmp_path / "run", progress=False)
+    with pytest.raises(T.TrainingError, match="lr"):
+        T.train(tiny(stage=1, max_steps=4, lr=5e-4), d, tmp_path / "run", resume="latest", progress=False)
+    with pytest.raises(T.TrainingError, match="no checkpoint"):
+        T.train(tiny(stage=1, max_steps=4), d, tmp_path / "empty", resume="latest", progress=False)
+
+
+# -- several processes ----------------------------------------------------------------------------
+def test_two_gloo_processes_train_on_the_same_global_batch_as_one(data, tmp_path):
+    d, rewards = data
+    # Stage 2 without attention dropout randomness differences: reward_dropout 0 and the reward encoder's
+    # own dropout draws per process differ, so compare stage 1 (deterministic given the plan) tightly.
+    cfg = tiny(stage=1, max_steps=4, batch_size=8, grad_accum=2, ema_decay=None, validation_examples=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_runner(cfg, d, tmp_path / "one", None), check=True, env=env, capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(29500 + os.getpid() % 1000), *(_runner(cfg, d, tmp_path / "two", None)[1:])],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    config = json.loads((tmp_path / "two" / "train_config.json").read_text())
+    assert config["num_processes"] == 2
+    l1 = torch.tensor([r["loss"] for r in T.read_metrics(tmp_path / "one")])
+    l2 = torch.tensor([r["loss"] for r in T.read_metrics(tmp_path / "two")])
+    assert len(l1) == len(l2) == 4 and torch.allclose(l1, l2, rtol=1e-4, atol=1e-5), (l1, l2)
+    a, b = weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -1,0 +1,117 @@
+"""Make the kit's bundled toy stage-1 model (``rewardedit_lib/assets/toy-stage1``) with the kit's own commands.
+
+    .venv/bin/python tools/make_toy_stage1.py                  # regenerate the bundled model (~35 min, 2 cores)
+    .venv/bin/python tools/make_toy_stage1.py --out DIR        # somewhere else (the slow test does this)
+    .venv/bin/python tools/make_toy_stage1.py --from-run RUN   # bundle a run that already finished
+
+It runs exactly the two commands its card documents --
+
+    rewardedit toy-data --out WORK/data --n 5000 --seed 0
+    rewardedit train --profile toy-stage1 --stage 1 --data WORK/data --out WORK/run --no-progress
+
+-- and copies what the course needs into the asset folder: the pipeline folder (``model_index.json``,
+``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``), ``metrics.jsonl``, ``train_config.json``,
+the first and last validation grids, and a ``README.md`` card with the measured wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSET = ROOT / "rewardedit_lib" / "assets" / "toy-stage1"
+N, SEED = 5000, 0
+
+CARD = """# Toy stage-1 model (InstructPix2Pix on the flawed toy world)
+
+The start of the course's stage-2 experiment (notebook 04): both the no-reward baseline and the
+multi-reward model are fine-tuned from this model, as the paper fine-tunes its stage-1 InstructPix2Pix.
+
+* **Data**: {n} toy triplets, stream seed {seed} (`rewardedit toy-data --n {n} --seed {seed}`), default flaw
+  rates (20% each of following / preserving / quality failures): the model learned the flaws too.
+* **Model**: the kit's `toy` config -- a pixel-space diffusers `UNet2DConditionModel` (6 channels in:
+  noisy image + source; blocks 16/32/64; {unet_params:,} parameters) and the toy CLIP text encoder
+  (frozen, random init from seed 0). Predicts the clean image (`prediction_type="sample"`).
+* **Training**: preset `toy-stage1` -- {steps} steps, batch {batch}, AdamW lr {lr} (warm-up {warmup}),
+  EMA {ema} (these weights are the EMA), conditioning dropout {cdrop}; final loss {loss:.4f}.
+* **Made by** (wall time {wall:.0f} s on {where}):
+
+```
+rewardedit toy-data --out WORK/data --n {n} --seed {seed}
+rewardedit train --profile toy-stage1 --stage 1 --data WORK/data --out WORK/run --no-progress
+python tools/make_toy_stage1.py --from-run WORK/run     # copies model/ + logs here
+```
+
+`tools/make_toy_stage1.py` runs all three; `pytest -m slow tests/test_toy_stage1.py` regenerates the model
+and checks it against this one.
+"""
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def bundle(run_dir: Path, out: Path, where: str, note: str | None = None) -> Path:
+    """Copy a finished stage-1 run into an asset folder and write its card."""
+    cfg = json.loads((run_dir / "train_config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_dir / "model", tmp)
+    shutil.copy2(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
+    public = {k: v for k, v in cfg.items() if k not in ("data_dir", "rewards_path")}
+    (tmp / "train_config.json").write_text(json.dumps(public, indent=1) + "\n")
+    grids = sorted((run_dir / "samples").glob("step-*.png"))
+    if grids:
+        (tmp / "samples").mkdir()
+        for g in {grids[0], grids[-1]}:
+            shutil.copy2(g, tmp / "samples" / g.name)
+    from safetensors.torch import load_file
+
+    unet_params = sum(t.numel() for t in load_file(str(tmp / "unet" / "diffusion_pytorch_model.safetensors")).values())
+    (tmp / "README.md").write_text(CARD.format(
+        n=N, seed=SEED, unet_params=unet_params, steps=cfg["max_steps"], batch=cfg["batch_size"], lr=cfg["lr"],
+        warmup=cfg["warmup_steps"], ema=cfg["ema_decay"], cdrop=cfg["conditioning_dropout"],
+        loss=summary["final_loss"], wall=summary["wall_s"], where=where) + (f"\n## Measured\n\n{note}\n" if note else ""))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ASSET, help=f"asset folder to write (default {ASSET})")
+    ap.add_argument("--work", type=Path, default=None, help="folder for the data and the run (default: temporary)")
+    ap.add_argument("--from-run", type=Path, default=None, help="bundle this finished run instead of training")
+    ap.add_argument("--where", default=None, help="machine description for the card (default: measured here)")
+    ap.add_argument("--note", default=None, help="a measured result to add to the card (with its command)")
+    args = ap.parse_args(argv)
+    import os
+    import platform
+
+    where = args.where or f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    if args.from_run:
+        print(bundle(args.from_run, args.out, where, args.note))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        exe = [sys.executable, "-m", "rewardedit_lib.cli"]
+        t0 = time.perf_counter()
+        run([*exe, "toy-data", "--out", str(work / "data"), "--n", str(N), "--seed", str(SEED)])
+        run([*exe, "train", "--profile", "toy-stage1", "--stage", "1", "--data", str(work / "data"),
+             "--out", str(work / "run"), "--no-progress"])
+        print(f"trained in {time.perf_counter() - t0:.0f} s")
+        print(bundle(work / "run", args.out, where, args.note))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
