@@ -519,7 +519,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data_dir: str | Path, out_dir: str | Path,
                  rewards_path: str | Path | None = None, *, progress: bool = True,
-                 step_callback: Callable[[int, dict], None] | None = None):
+                 step_callback: Callable[[int, dict], None] | None = None, components: Components | None = None):
+        """``components``: a model (and its frozen parts) built by the caller instead of from ``config.init``
+        -- for benchmarks and experiments with configs the presets do not name."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -528,6 +530,7 @@ class Trainer:
         self.rewards_path = rewards_path
         self.progress = progress
         self.step_callback = step_callback
+        self._components = components
         # torchrun on a machine without a GPU: accelerate joins the process group (gloo) only when told cpu=True.
         multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=multi_cpu,
@@ -546,7 +549,11 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         triplets = load_triplets(self.data_dir, self.rewards_path, config)
-        comp = load_components(config, device)
+        comp = self._components or load_components(config, device)
+        comp.model.to(device)
+        comp.text_encoder.to(device)
+        if comp.vae is not None:
+            comp.vae.to(device)
         self.comp = comp
         self.noise_scheduler = __import__("diffusers").DDPMScheduler.from_config(comp.scheduler.config)
         self.data = TrainingData(triplets, comp, config, device)

@@ -226,3 +226,20 @@ def test_two_gloo_processes_train_on_the_same_global_batch_as_one(data, tmp_path
     assert len(l1) == len(l2) == 4 and torch.allclose(l1, l2, rtol=1e-4, atol=1e-5), (l1, l2)
     a, b = weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_the_train_throughput_benchmark_runs_tiny_and_prints_the_ratio(capsys):
+    """A smoke test of benchmarks/train_throughput.py (no timing assertion: CPU timings are noise)."""
+    import importlib.util
+    import re
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--tiny", "--batch", "2", "--steps", "2", "--warmup", "1", "--resolution", "64"])
+    text = capsys.readouterr().out
+    assert re.search(r"^batch   2: kit +\d+\.\d\d img/s \(no\); reference +\d+\.\d\d img/s .* ratio kit/reference = "
+                     r"\d+\.\d\dx", text, re.M), text
+    r = out["results"]["2"]
+    assert r["kit"]["images_per_s"] > 0 and r["reference"]["images_per_s"] > 0 and r["ratio"] > 0

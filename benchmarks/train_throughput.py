@@ -1,0 +1,237 @@
+"""Training throughput: the kit's trainer against the reference recipe, in the same run (issue #7).
+
+Both train the stage-2 (multi-reward) SD 1.5 model, random init (no download), at 256 px on the same
+synthetic triplets, for ``--steps`` optimizer steps after ``--warmup`` steps that are not timed:
+
+* **kit**: :class:`rewardedit_lib.train.Trainer` itself -- the code path ``rewardedit train`` runs: latents
+  and text embeddings cached before training, bf16 autocast where the GPU has it (else fp16 with a scaler),
+  SDPA attention, channels_last, fused AdamW, EMA with foreach updates, no checkpointing.
+* **reference**: the paper's released recipe as we measured it: fp16 autocast with gradient checkpointing;
+  every step VAE-encodes both images and runs the CLIP text encoder (instruction and feedback); a CLIP
+  ViT-H/14 image encoder runs every step and its output is never used; AdamW; EMA.
+
+Prints images/s and peak memory for each, and the ratio, at each ``--batch``. Targets (issue #7, one H100):
+>= 5x at batch 32 and >= 4x at batch 4.
+
+    python benchmarks/train_throughput.py                       # CUDA: sd15 shapes at 256 px, batch 4 and 32
+    python benchmarks/train_throughput.py --tiny --batch 2      # CPU smoke test: sd15-shaped but narrow
+
+CPU timings are a smoke test: the reference recipe's fp16 has no fast CPU kernels, so its ratio there means
+nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # noqa: E402
+from diffusers.training_utils import EMAModel  # noqa: E402
+
+from rewardedit_lib import formats, models, text  # noqa: E402
+from rewardedit_lib import train as T  # noqa: E402
+from rewardedit_lib.pipeline import SCHEDULER_CONFIGS, SD15_VAE_CONFIG, scheduler_for  # noqa: E402
+from rewardedit_lib.reward import RewardUNet  # noqa: E402
+
+#: --tiny: SD 1.5's block layout at a fraction of its width, a small VAE, a 2-layer CLIP, a small ViT.
+TINY_UNET = dict(models.UNET_CONFIGS["sd15"], block_out_channels=(32, 64, 128, 128), cross_attention_dim=64)
+TINY_VAE = dict(SD15_VAE_CONFIG, block_out_channels=(32, 32, 64, 64), layers_per_block=1)
+VIT_H = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+             patch_size=14, image_size=224, projection_dim=1024)
+TINY_VIT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, patch_size=14,
+                image_size=224, projection_dim=64)
+
+
+def build_components(tiny: bool, device: torch.device, seed: int = 0) -> T.Components:
+    """The stage-2 sd15 model (or its tiny twin) with its frozen VAE and text encoder, random weights."""
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**(TINY_UNET if tiny else models.UNET_CONFIGS["sd15"]))
+        stage1 = models.stage1_from_text_to_image(unet)
+        model = models.stage2_from_stage1(stage1, "sd15", **({"text_dim": 64} if tiny else {}))
+        tok, te = text.toy_text_encoder(seed, **({} if tiny else dict(hidden_size=768, layers=12, heads=12)))
+        vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE_CONFIG)).eval().requires_grad_(False)
+    return T.Components(model, tok, te.to(device), vae, scheduler_for("sd15"))
+
+
+def write_data(root: Path, n: int, resolution: int, seed: int = 0) -> tuple[Path, Path]:
+    """``n`` synthetic triplets (smooth random images) in the InstructPix2Pix layout, and their rewards."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    triplets, images, rewards = [], {}, {}
+    for i in range(n):
+        low = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        src = np.asarray(Image.fromarray(low).resize((resolution, resolution), Image.BICUBIC))
+        edt = np.clip(src.astype(int) + rng.integers(-40, 40, (1, 1, 3)), 0, 255).astype(np.uint8)
+        triplets.append(formats.Triplet(f"t{i:05d}", f"make the picture {['warmer', 'cooler'][i % 2]}",
+                                        Image.fromarray(src), Image.fromarray(edt), seed=i))
+        rewards[f"t{i:05d}"] = formats.Rewards.perfect() if i % 3 else formats.Rewards(
+            formats.Reward(2, "The picture was made only slightly warmer."), formats.Reward(5, formats.PERFECT_FEEDBACK),
+            formats.Reward(3, "The image has some grainy noise."))
+    formats.write_instructpix2pix(root / "data", triplets)
+    formats.write_rewards(root / "rewards.json", rewards)
+    return root / "data", root / "rewards.json"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# The kit
+# --------------------------------------------------------------------------------------------------
+def run_kit(comp: T.Components, data: Path, rewards: Path, batch: int, steps: int, warmup: int, resolution: int,
+            device: torch.device, out: Path) -> dict:
+    precision = "no" if device.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    config = T.preset("sd15", batch_size=batch, grad_accum=1, max_steps=warmup + steps, resolution=resolution,
+                      random_flip=False, mixed_precision=precision, checkpoint_every=0, log_every=1,
+                      validation_examples=0, ema_decay=0.9999)
+    times: list[float] = []
+    marks: dict[int, float] = {}
+
+    def on_step(step: int, row: dict) -> None:
+        sync(device)
+        marks[step] = time.perf_counter()
+        if step == warmup:
+            reset_peak(device)
+
+    trainer = T.Trainer(config, data, out, rewards, progress=False, step_callback=on_step, components=comp)
+    trainer.save_model = lambda: None  # not part of a training step
+    trainer.save_checkpoint = lambda step: None
+    trainer.train()
+    for s in range(warmup + 1, warmup + steps + 1):
+        times.append(marks[s] - marks[s - 1])
+    per_step = statistics.median(times)
+    return {"images_per_s": batch / per_step, "s_per_step": per_step, "peak_gib": peak_gib(device),
+            "precision": precision}
+
+
+# --------------------------------------------------------------------------------------------------
+# The reference recipe
+# --------------------------------------------------------------------------------------------------
+def run_reference(comp: T.Components, data: Path, rewards: Path, batch: int, steps: int, warmup: int,
+                  resolution: int, device: torch.device, tiny: bool) -> dict:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    model: RewardUNet = comp.model.train()
+    model.unet.enable_gradient_checkpointing()
+    torch.manual_seed(0)
+    with torch.device(device):
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**(TINY_VIT if tiny else VIT_H)))
+    image_encoder = image_encoder.to(torch.float16 if device.type == "cuda" else torch.float32).eval()
+    noise_scheduler = DDPMScheduler(**SCHEDULER_CONFIGS["sd15"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=5e-5, weight_decay=1e-2)
+    ema = EMAModel(params, decay=0.9999)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    triplets = formats.read_instructpix2pix(data, rewards=rewards).items
+    times, t_prev = [], None
+    for step in range(warmup + steps):
+        if step == warmup:
+            reset_peak(device)
+        batch_t = [triplets[(step * batch + i) % len(triplets)] for i in range(batch)]
+        # the reference reads and preprocesses the images every step
+        src = torch.stack([T._pixels(t.load_source(), resolution) for t in batch_t]).to(device)
+        edt = torch.stack([T._pixels(t.load_edited(), resolution) for t in batch_t]).to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            with torch.no_grad():
+                latents = comp.vae.encode(edt).latent_dist.sample() * comp.vae.config.scaling_factor
+                src_lat = comp.vae.encode(src).latent_dist.mode()
+                hidden = text.encode_text(comp.tokenizer, comp.text_encoder, [t.instruction for t in batch_t],
+                                          device).hidden_states
+                pooled = text.encode_text(comp.tokenizer, comp.text_encoder,
+                                          [t.rewards.text for t in batch_t], device).pooled
+                clip_in = F.interpolate(src, size=224, mode="bilinear")
+                image_encoder(pixel_values=clip_in.to(image_encoder.dtype))  # computed, never used
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, 1000, (batch,), device=device)
+            noisy = noise_scheduler.add_noise(latents, noise, t)
+            scores = torch.tensor([list(x.rewards.scores) for x in batch_t], dtype=torch.float32, device=device)
+            pred = model(torch.cat([noisy, src_lat], 1), t, hidden, reward_scores=scores,
+                         reward_text_embeds=pooled, return_dict=False)[0]
+            loss = F.mse_loss(pred.float(), noise.float())
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        ema.step(params)
+        sync(device)
+        now = time.perf_counter()
+        if t_prev is not None and step >= warmup:
+            times.append(now - t_prev)
+        t_prev = now
+    model.unet.disable_gradient_checkpointing()
+    per_step = statistics.median(times)
+    return {"images_per_s": batch / per_step, "s_per_step": per_step, "peak_gib": peak_gib(device),
+            "precision": "fp16" if device.type == "cuda" else "fp32 (CPU)"}
+
+
+def run(tiny: bool = False, device: str = "auto", batches: tuple[int, ...] = (4, 32), steps: int = 10,
+        warmup: int = 3, resolution: int | None = None, log=print) -> dict:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    resolution = resolution or (64 if tiny else 256)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    log(f"train_throughput: {'tiny' if tiny else 'sd15'} at {resolution} px on {dev} ({name}), "
+        f"{steps} timed steps after {warmup} warm-up steps, torch {torch.__version__}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data, rewards = write_data(Path(tmp), n=max(batches) * 2, resolution=resolution)
+        base = build_components(tiny, dev)
+        for b in batches:
+            kit = run_kit(copy.deepcopy(base), data, rewards, b, steps, warmup, resolution, dev, Path(tmp) / f"kit{b}")
+            ref = run_reference(copy.deepcopy(base), data, rewards, b, steps + 1, warmup, resolution, dev, tiny)
+            ratio = kit["images_per_s"] / ref["images_per_s"]
+            results[b] = {"kit": kit, "reference": ref, "ratio": ratio}
+            mem = lambda r: f", peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else ""  # noqa: E731
+            log(f"batch {b:3d}: kit {kit['images_per_s']:8.2f} img/s ({kit['precision']}{mem(kit)}); reference "
+                f"{ref['images_per_s']:8.2f} img/s ({ref['precision']}{mem(ref)}); ratio kit/reference = {ratio:.2f}x"
+                + ("  [CPU: a smoke test]" if dev.type == "cpu" else ""))
+    return {"device": str(dev), "device_name": name, "resolution": resolution, "tiny": tiny,
+            "results": {str(k): v for k, v in results.items()}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="narrow sd15-shaped models (a CPU smoke test)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, nargs="+", default=[4, 32])
+    ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per measurement")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--resolution", type=int, default=None, help="default 256 (tiny: 64)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    out = run(args.tiny, args.device, tuple(args.batch), args.steps, args.warmup, args.resolution)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
