@@ -136,25 +136,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EDIT_DEFAULTS, EditSettings, evaluate, load_model, model_kind
+    from .evaluate import evaluate
 
-    settings = None
-    if any(v is not None for v in (args.steps, args.guidance_scale, args.image_guidance_scale, args.scores,
-                                   args.seed)):
-        kind = model_kind(load_model(args.model))
-        base = EDIT_DEFAULTS[kind]
-        scores = base.reward_scores
-        if args.scores is not None:
-            scores = None if args.scores == "unknown" else tuple(float(x) for x in args.scores.split(","))
-            if scores is not None and len(scores) != 3:
-                raise ValueError(f"--scores wants 3 numbers (following,preserving,quality), got {args.scores!r}")
-        settings = EditSettings(
-            num_inference_steps=args.steps or base.num_inference_steps,
-            guidance_scale=base.guidance_scale if args.guidance_scale is None else args.guidance_scale,
-            image_guidance_scale=base.image_guidance_scale if args.image_guidance_scale is None
-            else args.image_guidance_scale, reward_scores=scores, reward_text=base.reward_text,
-            resolution=base.resolution, seed=base.seed if args.seed is None else args.seed)
-    report = evaluate(args.model, args.bench, args.out, settings=settings, base_url=args.base_url,
+    changes = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance_scale),
+                                 ("image_guidance_scale", args.image_guidance_scale), ("seed", args.seed))
+               if v is not None}
+    if args.scores is not None:
+        scores = None if args.scores == "unknown" else tuple(float(x) for x in args.scores.split(","))
+        if scores is not None and len(scores) != 3:
+            raise ValueError(f"--scores wants 3 numbers (following,preserving,quality), got {args.scores!r}")
+        changes["reward_scores"] = scores
+    report = evaluate(args.model, args.bench, args.out, changes=changes, base_url=args.base_url,
                       judge_model=args.judge_model, api_key_env=args.api_key_env, device=args.device,
                       limit=args.limit, progress=not args.no_progress)
     print(report)

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -68,10 +68,6 @@ EDIT_DEFAULTS: dict[str, EditSettings] = {
     "sd15": EditSettings(),
     "toy": EditSettings(num_inference_steps=20, guidance_scale=3.0, image_guidance_scale=1.5),
 }
-
-
-def item_id(item: BenchItem) -> str:
-    return f"{Path(item.image).stem}__{item.index}"
 
 
 def item_seed(item: BenchItem, seed: int) -> int:
@@ -129,17 +125,15 @@ def edit_benchmark(pipe: RewardEditPipeline, items: Sequence[BenchItem], out_dir
     Batches group items of the same image size; each item's noise comes from its own generator, so an
     edit does not depend on which items share its batch (a resumed run makes the same images).
     """
-    from PIL import Image
-
     edits = Path(out_dir) / "edits"
     _check_settings(edits / "settings.json", settings.to_json(), model_id)
-    paths = {item_id(it): edits / f"{item_id(it)}.png" for it in items}
-    todo = [it for it in items if not paths[item_id(it)].exists()]
+    paths = {it.id: edits / f"{it.id}.png" for it in items}
+    todo = [it for it in items if not paths[it.id].exists()]
     images = {}
     for it in todo:
         if it.image not in images:
             try:
-                images[it.image] = Image.open(it.image_path).convert("RGB")
+                images[it.image] = it.load_image()
             except OSError as err:
                 raise DataError(it.image_path, "image", f"cannot read: {err}") from err
     groups: dict[tuple[int, int], list[BenchItem]] = {}
@@ -163,7 +157,7 @@ def edit_benchmark(pipe: RewardEditPipeline, items: Sequence[BenchItem], out_dir
                        generator=gens,
                        output_type="pil").images
             for it, img in zip(batch, out):
-                img.save(paths[item_id(it)])
+                img.save(paths[it.id])
             if bar is not None:
                 bar.update(len(batch))
     if bar is not None:
@@ -185,7 +179,7 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
     """
     from .judge.server import judge_endpoint
 
-    requests = [JudgeRequest(p, "evaluate", it.instruction, it.image_path, edits[item_id(it)], id=item_id(it))
+    requests = [JudgeRequest(p, "evaluate", it.instruction, it.image_path, edits[it.id], id=it.id)
                 for it in items for p in PERSPECTIVES]
     model = judge_model or (TOY_JUDGE_MODEL if base_url is None else None)
     if model is None:
@@ -218,9 +212,9 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
             else None)
     rows = []
     for it in items:
-        got = by_item.get(item_id(it), {})
-        rows.append({"id": item_id(it), "image": it.image, "index": it.index, "edit_type": it.edit_type,
-                     "instruction": it.instruction, "edit": str(edits[item_id(it)]),
+        got = by_item.get(it.id, {})
+        rows.append({"id": it.id, "image": it.image, "index": it.index, "edit_type": it.edit_type,
+                     "instruction": it.instruction, "edit": str(edits[it.id]),
                      **{p: got.get(p) for p in PERSPECTIVES}})
     return rows
 
@@ -329,10 +323,15 @@ def read_results(out_dir: str | Path) -> list[dict]:
 
 
 def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_dir: str | Path, *,
-             settings: EditSettings | None = None, base_url: str | None = None, judge_model: str | None = None,
-             api_key_env: str | None = None, device: torch.device | str | None = None, batch_size: int = 32,
-             limit: int | None = None, n_boot: int = 1000, progress: bool = True) -> EvalReport:
-    """Edit and judge a Real-Edit-layout benchmark (see the module docstring); ``limit`` = first N items."""
+             settings: EditSettings | None = None, changes: Mapping[str, Any] | None = None,
+             base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
+             device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
+             n_boot: int = 1000, progress: bool = True) -> EvalReport:
+    """Edit and judge a Real-Edit-layout benchmark (see the module docstring); ``limit`` = first N items.
+
+    ``settings``: how to edit (default: :data:`EDIT_DEFAULTS` of the model's config); ``changes``: fields of
+    those settings to change, e.g. ``{"num_inference_steps": 10}`` (so a caller need not know the model's
+    config to change one setting)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = read_real_edit(bench_dir).items
@@ -341,7 +340,7 @@ def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_
     if not items:
         raise DataError(bench_dir, None, "the benchmark has no items")
     pipe = load_model(model, device)
-    settings = settings or EDIT_DEFAULTS[model_kind(pipe)]
+    settings = replace(settings or EDIT_DEFAULTS[model_kind(pipe)], **(changes or {}))
     model_id = str(model) if not isinstance(model, RewardEditPipeline) else "<pipeline>"
     t0 = time.perf_counter()
     edits = edit_benchmark(pipe, items, out, settings, batch_size=batch_size, model_id=model_id, progress=progress)

@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -43,6 +44,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from PIL import Image
 
 from . import models, text
 from .formats import DataError, Loaded, Triplet, atomic_write_text, read_instructpix2pix
@@ -287,15 +290,13 @@ def load_triplets(data_dir: str | Path, rewards_path: str | Path | None, config:
 
 def _pixels(image, resolution: int | None) -> torch.Tensor:
     """A PIL image -> (3, H, W) float in [-1, 1]; resized (shorter side) and centre-cropped to a square."""
-    import PIL.Image
-
     image = image.convert("RGB")
     if resolution is not None:
         w, h = image.size
         s = resolution / min(w, h)
         if s != 1:
             image = image.resize((max(resolution, round(w * s)), max(resolution, round(h * s))),
-                                 PIL.Image.Resampling.BICUBIC)
+                                 Image.Resampling.BICUBIC)
         w, h = image.size
         left, top = (w - resolution) // 2, (h - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
@@ -339,6 +340,9 @@ class TrainingData:
             self.source = self.edited = None
             if config.cache:
                 self.source, self.edited = self._encode_images(range(self.n), batch)
+            #: The size the UNet denoises (pixels for toy, VAE latents for sd15): the shape of the step's noise.
+            self.latent_hw = tuple((self.source if self.source is not None
+                                    else self._encode_images([0], 1)[0]).shape[-2:])
 
     def _encode(self, comp: Components, texts: list[str], batch: int, pooled: bool) -> torch.Tensor:
         out = []
@@ -368,21 +372,22 @@ class TrainingData:
                 src = self.vae.encode(src.to(vdt)).latent_dist.mode()
                 dist = self.vae.encode(ed.to(vdt)).latent_dist
                 ed = torch.cat([dist.mean, dist.std], dim=1)
-                src, ed = src.half() if self.device.type == "cuda" else src, ed.half() if self.device.type == "cuda" else ed
+                if self.device.type == "cuda":
+                    src, ed = src.half(), ed.half()
             src_all.append(src)
             ed_all.append(ed)
         return torch.cat(src_all), torch.cat(ed_all)
 
-    def images(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(source latent, edited latent scaled) for a micro-batch; the edited latent sampled with ``generator``."""
+    def images(self, indices: torch.Tensor, eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source latent, edited latent scaled) for a micro-batch; with a VAE the edited latent is the sample
+        ``mean + std * eps`` (``eps``: standard normal, one per example, drawn by the caller)."""
         if self.source is not None:
             src, ed = self.source[indices.to(self.source.device)], self.edited[indices.to(self.edited.device)]
         else:
             src, ed = self._encode_images(indices.tolist(), len(indices))
         if self.vae is not None:
             mean, std = ed.float().chunk(2, dim=1)
-            eps = torch.randn(mean.shape, generator=generator).to(mean.device)
-            ed = (mean + std * eps) * self.scaling
+            ed = (mean + std * eps.to(mean.device)) * self.scaling
         return src.float(), ed.float()
 
 
@@ -538,8 +543,6 @@ class Trainer:
         if self.accelerator.num_processes > 1 and config.batch_size % (self.accelerator.num_processes * config.grad_accum):
             raise TrainingError(f"batch_size={config.batch_size} must split evenly over "
                                 f"{self.accelerator.num_processes} processes x grad_accum={config.grad_accum}")
-        if config.batch_size % config.grad_accum:
-            raise TrainingError(f"batch_size={config.batch_size} is not divisible by grad_accum={config.grad_accum}")
 
     # -- setup -------------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -555,7 +558,7 @@ class Trainer:
         if comp.vae is not None:
             comp.vae.to(device)
         self.comp = comp
-        self.noise_scheduler = __import__("diffusers").DDPMScheduler.from_config(comp.scheduler.config)
+        self.noise_scheduler = DDPMScheduler.from_config(comp.scheduler.config)
         self.data = TrainingData(triplets, comp, config, device)
         model = comp.model.train()
         if config.gradient_checkpointing:
@@ -627,10 +630,10 @@ class Trainer:
         return int(state["step"])
 
     # -- one step ----------------------------------------------------------------------------------
-    def _micro_loss(self, plan: StepPlan, noise: torch.Tensor, latent_gen: torch.Generator) -> torch.Tensor:
+    def _micro_loss(self, plan: StepPlan, noise: torch.Tensor, latent_eps: torch.Tensor | None) -> torch.Tensor:
         data, device = self.data, self.accelerator.device
         idx = plan.indices.to(device)
-        src, target_latent = data.images(plan.indices, latent_gen)
+        src, target_latent = data.images(plan.indices, latent_eps)
         src, target_latent = src.to(device), target_latent.to(device)
         flip = plan.flip.to(device)
         if flip.any():
@@ -660,10 +663,11 @@ class Trainer:
         """One optimizer step; returns the global batch's mean loss (the same on every process)."""
         acc, config = self.accelerator, self.config
         plan = plan_step(step, self.data.n, config, self.noise_scheduler.config.num_train_timesteps)
+        # Drawn for the whole global batch, then sliced: the same numbers whatever the process count.
         g = torch.Generator().manual_seed(plan.generator_seed)
-        shape = (config.batch_size, self.raw_model.unet.config.out_channels, *self._latent_hw)
+        shape = (config.batch_size, self.raw_model.unet.config.out_channels, *self.data.latent_hw)
         noise = torch.randn(shape, generator=g)
-        latent_gen = torch.Generator().manual_seed(plan.generator_seed + 1)
+        latent_eps = torch.randn(shape, generator=g) if self.data.vae is not None else None
         per_proc = config.batch_size // acc.num_processes
         lo = acc.process_index * per_proc
         micro = per_proc // config.grad_accum
@@ -673,9 +677,9 @@ class Trainer:
         for k in range(config.grad_accum):
             a, b = lo + k * micro, lo + (k + 1) * micro
             sub = plan.slice(a, b)
-            ctx = acc.no_sync(self.model) if k < config.grad_accum - 1 else _null()
+            ctx = acc.no_sync(self.model) if k < config.grad_accum - 1 else nullcontext()
             with ctx:
-                loss = self._micro_loss(sub, noise[a:b], latent_gen)
+                loss = self._micro_loss(sub, noise[a:b], latent_eps[a:b] if latent_eps is not None else None)
                 acc.backward(loss / config.grad_accum)
             total += loss.detach() / config.grad_accum
         mean_loss = acc.reduce(total, reduction="mean")
@@ -694,28 +698,24 @@ class Trainer:
 
     # -- validation and the final model ------------------------------------------------------------
     def _pipeline(self) -> RewardEditPipeline:
-        from .pipeline import RewardEditPipeline as P
-
-        pipe = P.from_model(self.raw_model, self.comp.tokenizer, self.comp.text_encoder,
+        pipe = RewardEditPipeline.from_model(self.raw_model, self.comp.tokenizer, self.comp.text_encoder,
                             type(self.comp.scheduler).from_config(self.comp.scheduler.config), self.comp.vae,
                             self.config.model)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _with_ema(self):
-        trainer = self
-
-        class _Swap:
-            def __enter__(self):
-                if trainer.ema is not None:
-                    trainer.ema.store(trainer.params)
-                    trainer.ema.copy_to(trainer.params)
-
-            def __exit__(self, *exc):
-                if trainer.ema is not None:
-                    trainer.ema.restore(trainer.params)
-
-        return _Swap()
+    @contextmanager
+    def _with_ema(self) -> Iterator[None]:
+        """The EMA weights in the model for the duration (nothing changes without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.params)
 
     @torch.no_grad()
     def validate(self, step: int) -> Path | None:
@@ -731,8 +731,6 @@ class Trainer:
                 res = self.config.resolution
                 srcs = [_to_uint8(_pixels(t.load_source(), res)) for t in examples]
                 tgts = [_to_uint8(_pixels(t.load_edited(), res)) for t in examples]
-                from PIL import Image
-
                 outs = pipe([t.instruction for t in examples], [Image.fromarray(s) for s in srcs],
                             num_inference_steps=self.config.validation_steps, output_type="np",
                             height=srcs[0].shape[0], width=srcs[0].shape[1],
@@ -742,8 +740,6 @@ class Trainer:
         rows = [[s, t, np.clip(np.rint(o * 255), 0, 255).astype(np.uint8)] for s, t, o in zip(srcs, tgts, outs)]
         path = self.out_dir / "samples" / f"step-{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
         f = max(1, 96 // srcs[0].shape[0])  # toy images are 32 px: upscale (nearest) so the grid is readable
         rows = [[np.repeat(np.repeat(im, f, axis=0), f, axis=1) for im in r] for r in rows]
         grid = _grid(rows)
@@ -770,13 +766,12 @@ class Trainer:
         acc, config = self.accelerator, self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._setup()
-        sample = self.data.images(torch.tensor([0]), torch.Generator().manual_seed(0))[1]
-        self._latent_hw = tuple(sample.shape[-2:])
         start = 0
         if resume:
-            start = self.load_checkpoint(find_checkpoint(self.out_dir, resume))
+            checkpoint = find_checkpoint(self.out_dir, resume)
+            start = self.load_checkpoint(checkpoint)
             if acc.is_main_process:
-                print(f"[train] resumed at step {start} from {find_checkpoint(self.out_dir, resume)}")
+                print(f"[train] resumed at step {start} from {checkpoint}")
         metrics_path = self.out_dir / "metrics.jsonl"
         if acc.is_main_process:
             atomic_write_text(self.out_dir / "train_config.json", json.dumps(
@@ -841,14 +836,6 @@ class Trainer:
                  "device": str(acc.device), "num_processes": acc.num_processes}, indent=1))
         acc.wait_for_everyone()
         return result
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:

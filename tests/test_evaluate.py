@@ -50,7 +50,7 @@ def test_the_real_edit_path_runs_end_to_end_on_a_folder_the_test_makes(model_dir
     settings = E.EditSettings(num_inference_steps=2, guidance_scale=3.0, resolution=32)
     report = E.evaluate(model_dir, bench, tmp_path / "out", settings=settings, progress=False)
     rows = E.read_results(tmp_path / "out")
-    assert [r["id"] for r in rows] == ["0001__1", "0001__2", "0002__1"]
+    assert [r["id"] for r in rows] == ["0001-1", "0001-2", "0002-1"]  # BenchItem.id
     assert [r["edit_type"] for r in rows] == ["Add", "Local", "Remove"]
     for r in rows:
         assert Path(r["edit"]).exists()
