@@ -14,7 +14,14 @@ Prints images/s and peak memory for each, and the ratio, at each ``--batch``. Ta
 >= 5x at batch 32 and >= 4x at batch 4.
 
     python benchmarks/train_throughput.py                       # CUDA: sd15 shapes at 256 px, batch 4 and 32
+    python benchmarks/train_throughput.py --compile --batch 32  # the kit with torch.compile (warm-up untimed)
+    python benchmarks/train_throughput.py --profile sd15-t4 --no-reference --batch 8 16   # T4 memory
     python benchmarks/train_throughput.py --tiny --batch 2      # CPU smoke test: sd15-shaped but narrow
+
+Also printed: the model FLOPs per training image (``torch.utils.flop_counter``, forward + backward of the
+trained model) and the model FLOP utilisation they give against the GPU's spec-sheet dense bf16 peak; and
+peak allocated memory (``torch.cuda.max_memory_allocated``) both in steady state and over the whole run,
+caching the latents included -- the number a 16 GB card must hold.
 
 CPU timings are a smoke test: the reference recipe's fp16 has no fast CPU kernels, so its ratio there means
 nothing.
@@ -25,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -102,32 +108,102 @@ def reset_peak(device: torch.device) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Model FLOPs (for the utilisation figure)
+# --------------------------------------------------------------------------------------------------
+#: Dense bf16/fp16 tensor-core peaks from the vendors' spec sheets (no sparsity), FLOP/s.
+PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "T4": 65e12, "A10": 125e12}
+
+
+def spec_peak(name: str) -> float | None:
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def train_flops_per_image(comp: T.Components, resolution: int, device: torch.device) -> float:
+    """FLOPs of one training example through the trained model (forward + backward, the reward encoder
+    included; the cached VAE and text encoder excluded, as the kit never runs them in a step), counted by
+    ``torch.utils.flop_counter`` on a batch of 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = comp.model
+    cfg = model.unet.config
+    size = resolution // 8 if comp.vae is not None else resolution
+    x = torch.randn(2, cfg.in_channels, size, size, device=device)
+    hidden = torch.randn(2, 77, cfg.cross_attention_dim, device=device)
+    kw = {}
+    if model.reward is not None:
+        kw = dict(reward_scores=torch.full((2, 3), 5.0, device=device),
+                  reward_text_embeds=torch.randn(2, model.reward.config.text_dim, device=device))
+    with FlopCounterMode(display=False) as counter:
+        out = model(x, torch.tensor([10, 500], device=device), hidden, **kw, return_dict=False)[0]
+        out.float().pow(2).mean().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+# --------------------------------------------------------------------------------------------------
 # The kit
 # --------------------------------------------------------------------------------------------------
 def run_kit(comp: T.Components, data: Path, rewards: Path, batch: int, steps: int, warmup: int, resolution: int,
-            device: torch.device, out: Path) -> dict:
-    precision = "no" if device.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    config = T.preset("sd15", batch_size=batch, grad_accum=1, max_steps=warmup + steps, resolution=resolution,
-                      random_flip=False, mixed_precision=precision, checkpoint_every=0, log_every=1,
-                      validation_examples=0, ema_decay=0.9999)
-    times: list[float] = []
+            device: torch.device, out: Path, profile: str = "sd15", compile: bool = False,
+            changes: dict | None = None, trace: int = 0, log=print) -> dict:
+    """The kit's Trainer on ``profile``. Timed from the end of step ``warmup`` to the end of step
+    ``warmup + steps`` (``steps`` a multiple of ``warmup``: the trainer reports at its log steps only, and
+    reads the loss there, as a real run does)."""
+    if device.type == "cpu":
+        precision = "no"
+    elif profile == "sd15-t4":
+        precision = "fp16"  # what a T4 runs
+    else:
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    steps = -(-steps // warmup) * warmup
+    overrides = dict(ema_decay=0.9999) if profile == "sd15" else {}
+    config = T.preset(profile, batch_size=batch, grad_accum=1, max_steps=warmup + steps, resolution=resolution,
+                      random_flip=False, mixed_precision=precision, checkpoint_every=0, log_every=warmup,
+                      validate_every=0, validation_examples=0, compile=compile, **{**overrides, **(changes or {})})
     marks: dict[int, float] = {}
+    steady: list[float] = []
 
     def on_step(step: int, row: dict) -> None:
         sync(device)
         marks[step] = time.perf_counter()
-        if step == warmup:
-            reset_peak(device)
+        if step == warmup and device.type == "cuda":
+            steady.append(torch.cuda.max_memory_allocated(device))
+            torch.cuda.reset_peak_memory_stats(device)
 
+    reset_peak(device)  # the whole run: model, caching the latents, optimizer state, steps
     trainer = T.Trainer(config, data, out, rewards, progress=False, step_callback=on_step, components=comp)
     trainer.save_model = lambda: None  # not part of a training step
     trainer.save_checkpoint = lambda step: None
+    trainer.validate = lambda step: None
+    prof = None
+    if trace:  # torch.profiler over `trace` steps after the warm-up: where a step's time goes
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        prof = profile(activities=acts, schedule=schedule(wait=warmup, warmup=1, active=trace, repeat=1))
+        prof.start()
+        inner = trainer._step
+
+        def traced(step: int):
+            loss = inner(step)
+            prof.step()
+            return loss
+
+        trainer._step = traced
     trainer.train()
-    for s in range(warmup + 1, warmup + steps + 1):
-        times.append(marks[s] - marks[s - 1])
-    per_step = statistics.median(times)
+    if prof is not None:
+        prof.stop()
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        log(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+    per_step = (marks[warmup + steps] - marks[warmup]) / steps
+    whole = None
+    if device.type == "cuda":
+        whole = max(steady + [torch.cuda.max_memory_allocated(device)]) / 2**30
     return {"images_per_s": batch / per_step, "s_per_step": per_step, "peak_gib": peak_gib(device),
-            "precision": precision}
+            "peak_whole_run_gib": whole, "precision": precision, "profile": profile, "compile": compile,
+            "optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
+                              else trainer.optimizer).__name__,
+            "gradient_checkpointing": config.gradient_checkpointing, "ema": config.ema_decay is not None}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,10 +225,12 @@ def run_reference(comp: T.Components, data: Path, rewards: Path, batch: int, ste
     ema = EMAModel(params, decay=0.9999)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     triplets = formats.read_instructpix2pix(data, rewards=rewards).items
-    times, t_prev = [], None
+    t_start = None
     for step in range(warmup + steps):
         if step == warmup:
+            sync(device)
             reset_peak(device)
+            t_start = time.perf_counter()
         batch_t = [triplets[(step * batch + i) % len(triplets)] for i in range(batch)]
         # the reference reads and preprocesses the images every step
         src = torch.stack([T._pixels(t.load_source(), resolution) for t in batch_t]).to(device)
@@ -181,39 +259,53 @@ def run_reference(comp: T.Components, data: Path, rewards: Path, batch: int, ste
         scaler.update()
         opt.zero_grad(set_to_none=True)
         ema.step(params)
-        sync(device)
-        now = time.perf_counter()
-        if t_prev is not None and step >= warmup:
-            times.append(now - t_prev)
-        t_prev = now
+        float(loss.detach())  # the reference logs the loss every step (a wait for the GPU)
+    sync(device)
     model.unet.disable_gradient_checkpointing()
-    per_step = statistics.median(times)
+    per_step = (time.perf_counter() - t_start) / steps
     return {"images_per_s": batch / per_step, "s_per_step": per_step, "peak_gib": peak_gib(device),
             "precision": "fp16" if device.type == "cuda" else "fp32 (CPU)"}
 
 
-def run(tiny: bool = False, device: str = "auto", batches: tuple[int, ...] = (4, 32), steps: int = 10,
-        warmup: int = 3, resolution: int | None = None, log=print) -> dict:
+def run(tiny: bool = False, device: str = "auto", batches: tuple[int, ...] = (4, 32), steps: int = 20,
+        warmup: int = 5, resolution: int | None = None, profile: str = "sd15", reference: bool = True,
+        compile: bool = False, changes: dict | None = None, trace: int = 0, log=print) -> dict:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     resolution = resolution or (64 if tiny else 256)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    log(f"train_throughput: {'tiny' if tiny else 'sd15'} at {resolution} px on {dev} ({name}), "
-        f"{steps} timed steps after {warmup} warm-up steps, torch {torch.__version__}")
+    log(f"train_throughput: {'tiny' if tiny else 'sd15'} at {resolution} px on {dev} ({name}), kit profile "
+        f"{profile}{' + torch.compile' if compile else ''}{' ' + str(changes) if changes else ''}, {steps} timed steps after {warmup} warm-up steps, "
+        f"torch {torch.__version__}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data, rewards = write_data(Path(tmp), n=max(batches) * 2, resolution=resolution)
         base = build_components(tiny, dev)
+        flops = train_flops_per_image(base, resolution, dev)
+        peak = spec_peak(name) if dev.type == "cuda" else None
+        log(f"model FLOPs per training image (forward + backward): {flops / 1e9:.1f} GFLOP")
         for b in batches:
-            kit = run_kit(copy.deepcopy(base), data, rewards, b, steps, warmup, resolution, dev, Path(tmp) / f"kit{b}")
-            ref = run_reference(copy.deepcopy(base), data, rewards, b, steps + 1, warmup, resolution, dev, tiny)
-            ratio = kit["images_per_s"] / ref["images_per_s"]
-            results[b] = {"kit": kit, "reference": ref, "ratio": ratio}
-            mem = lambda r: f", peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else ""  # noqa: E731
-            log(f"batch {b:3d}: kit {kit['images_per_s']:8.2f} img/s ({kit['precision']}{mem(kit)}); reference "
-                f"{ref['images_per_s']:8.2f} img/s ({ref['precision']}{mem(ref)}); ratio kit/reference = {ratio:.2f}x"
-                + ("  [CPU: a smoke test]" if dev.type == "cpu" else ""))
-    return {"device": str(dev), "device_name": name, "resolution": resolution, "tiny": tiny,
+            kit = run_kit(copy.deepcopy(base), data, rewards, b, steps, warmup, resolution, dev, Path(tmp) / f"kit{b}",
+                          profile, compile, changes, trace, log)
+            kit["tflops"] = flops * kit["images_per_s"] / 1e12
+            kit["mfu"] = kit["tflops"] * 1e12 / peak if peak else None
+            row = {"kit": kit}
+            mem = lambda r: (f", peak {r['peak_gib']:.2f} GiB steady / {r['peak_whole_run_gib']:.2f} GiB whole run"  # noqa: E731
+                             if r.get("peak_whole_run_gib") is not None else
+                             f", peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else "")
+            mfu = f", {kit['tflops']:.0f} TFLOP/s" + (f" = {kit['mfu']:.1%} MFU" if kit["mfu"] else "")
+            line = f"batch {b:3d}: kit {kit['images_per_s']:8.2f} img/s ({kit['precision']}{mem(kit)}{mfu})"
+            if reference:
+                ref = run_reference(copy.deepcopy(base), data, rewards, b, steps, warmup, resolution, dev, tiny)
+                row["reference"], row["ratio"] = ref, kit["images_per_s"] / ref["images_per_s"]
+                line += (f"; reference {ref['images_per_s']:8.2f} img/s ({ref['precision']}{mem(ref)}); "
+                         f"ratio kit/reference = {row['ratio']:.2f}x")
+            results[b] = row
+            log(line + ("  [CPU: a smoke test]" if dev.type == "cpu" else ""))
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    return {"device": str(dev), "device_name": name, "resolution": resolution, "tiny": tiny, "profile": profile,
+            "compile": compile, "changes": changes or {}, "flops_per_image": flops, "spec_peak_flops": peak, "torch": torch.__version__,
             "results": {str(k): v for k, v in results.items()}}
 
 
@@ -222,12 +314,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tiny", action="store_true", help="narrow sd15-shaped models (a CPU smoke test)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, nargs="+", default=[4, 32])
-    ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per measurement")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps per measurement")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (torch.compile compiles here)")
     ap.add_argument("--resolution", type=int, default=None, help="default 256 (tiny: 64)")
+    ap.add_argument("--profile", default="sd15", choices=("sd15", "sd15-t4"),
+                    help="the kit's training preset; sd15-t4 = the 16 GB T4 profile (fp16, 8-bit Adam, "
+                         "gradient checkpointing, no EMA): read its whole-run peak memory")
+    ap.add_argument("--no-reference", action="store_true", help="time the kit only")
+    ap.add_argument("--compile", action="store_true", help="the kit with torch.compile (TrainConfig.compile)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="change a TrainConfig field of the kit's run, e.g. channels_last=false, ema_decay=null")
+    ap.add_argument("--trace", type=int, default=0, help="print a torch.profiler table over this many steps")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
-    out = run(args.tiny, args.device, tuple(args.batch), args.steps, args.warmup, args.resolution)
+    changes = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        changes[k] = json.loads(v)
+    out = run(args.tiny, args.device, tuple(args.batch), args.steps, args.warmup, args.resolution, args.profile,
+              not args.no_reference, args.compile, changes, args.trace)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return out

@@ -109,6 +109,8 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     gradient_checkpointing: bool = False
     allow_tf32: bool = True
+    channels_last: bool = True  # CUDA: NHWC activations (cuDNN's fast convolution layout)
+    compile: bool = False  # torch.compile the model (GPU: pays after a warm-up of a minute or two)
     # bookkeeping
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -179,6 +181,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "toy-stage1": dict(model="toy", stage=1, max_steps=3000, batch_size=32, lr=1e-3,
                        lr_schedule="constant_with_warmup", warmup_steps=100, ema_decay=0.999, zero_init_rewards=True,
                        checkpoint_every=250, log_every=25, validate_every=500, validation_steps=20),
+    # The same on one GPU: a bigger batch on more (20,000) triplets for many more steps; the toy model is
+    # too small to fill a GPU, so a step costs about what a batch of 32 does (kernel launches, not FLOPs).
+    "toy-stage1-gpu": dict(model="toy", stage=1, max_steps=12_000, batch_size=256, lr=1e-3,
+                           lr_schedule="constant_with_warmup", warmup_steps=200, ema_decay=0.999,
+                           zero_init_rewards=True, checkpoint_every=1000, log_every=100, validate_every=0,
+                           validation_steps=20),
     "toy-gpu": dict(model="toy", max_steps=3000, batch_size=64, lr=1e-3, lr_schedule="constant_with_warmup",
                     warmup_steps=100, ema_decay=0.999, zero_init_rewards=True, checkpoint_every=500,
                     log_every=25, validate_every=500, validation_steps=20),
@@ -315,14 +323,15 @@ class TrainingData:
     """
 
     def __init__(self, triplets: Sequence[Triplet], comp: Components, config: TrainConfig,
-                 device: torch.device, batch: int = 64):
+                 device: torch.device, batch: int = 16):
         self.triplets = list(triplets)
         self.config = config
         self.device = device
         self.vae = comp.vae
         self.scaling = comp.vae.config.scaling_factor if comp.vae is not None else 1.0
         self.n = len(self.triplets)
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        # half precision only where the model runs under autocast (a float32 run needs float32 inputs)
+        dtype = torch.float16 if device.type == "cuda" and config.mixed_precision != "no" else torch.float32
         with torch.no_grad():
             instructions = sorted({t.instruction for t in self.triplets})
             self._instr_index = {s: i for i, s in enumerate(instructions)}
@@ -560,12 +569,17 @@ class Trainer:
         self.comp = comp
         self.noise_scheduler = DDPMScheduler.from_config(comp.scheduler.config)
         self.data = TrainingData(triplets, comp, config, device)
+        if config.cache and device.type == "cuda":
+            self._park_frozen()  # cached: the VAE and text encoder are needed again only for validation
         model = comp.model.train()
         if config.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
-        if device.type == "cuda":
+        if device.type == "cuda" and config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         params = [p for p in model.parameters() if p.requires_grad]
+        raw = model
+        if config.compile:
+            model = torch.compile(model)  # the whole composed model: the reward hooks are traced with the UNet
         self.optimizer = _make_optimizer(params, config, fused=device.type == "cuda")
         from diffusers.optimization import get_scheduler
 
@@ -578,8 +592,29 @@ class Trainer:
             self.ema = EMAModel(params, decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
                                 foreach=device.type == "cuda")
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
-        self.raw_model: RewardUNet = acc.unwrap_model(self.model)
+        self.raw_model: RewardUNet = raw
         self.params = params
+
+    def _park_frozen(self) -> None:
+        """Move the frozen VAE and text encoder to the CPU (GPU memory for a bigger batch on a small card)."""
+        self.comp.text_encoder.to("cpu")
+        if self.comp.vae is not None:
+            self.comp.vae.to("cpu")
+
+    @contextmanager
+    def _frozen_on_device(self) -> Iterator[None]:
+        """The frozen parts on the training device for the duration (validation, saving), parked again after."""
+        device = self.accelerator.device
+        parked = self.config.cache and device.type == "cuda"
+        if parked:
+            self.comp.text_encoder.to(device)
+            if self.comp.vae is not None:
+                self.comp.vae.to(device)
+        try:
+            yield
+        finally:
+            if parked:
+                self._park_frozen()
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -652,15 +687,17 @@ class Trainer:
             if self.config.reward_dropout > 0:
                 kwargs["reward_known"] = (~plan.drop_reward.to(device)).float()
         x = torch.cat([noisy, src], dim=1)
-        if device.type == "cuda":
+        if device.type == "cuda" and self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.accelerator.autocast():
             pred = self.model(x, t, hidden, **kwargs, return_dict=False)[0]
         target = _target(self.noise_scheduler, target_latent, noise, t)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
-    def _step(self, step: int) -> float:
-        """One optimizer step; returns the global batch's mean loss (the same on every process)."""
+    def _step(self, step: int) -> torch.Tensor:
+        """One optimizer step; returns the global batch's mean loss (the same on every process) as a
+        0-d tensor on the device: reading it waits for the GPU, so the loop reads losses only when it
+        logs or saves, and the CPU queues the next step while the GPU works on this one."""
         acc, config = self.accelerator, self.config
         plan = plan_step(step, self.data.n, config, self.noise_scheduler.config.num_train_timesteps)
         # Drawn for the whole global batch, then sliced: the same numbers whatever the process count.
@@ -683,10 +720,6 @@ class Trainer:
                 acc.backward(loss / config.grad_accum)
             total += loss.detach() / config.grad_accum
         mean_loss = acc.reduce(total, reduction="mean")
-        value = float(mean_loss)
-        if not math.isfinite(value):
-            self.optimizer.zero_grad(set_to_none=True)
-            return value
         if config.max_grad_norm:
             acc.clip_grad_norm_(self.params, config.max_grad_norm)
         self.optimizer.step()
@@ -694,7 +727,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.step(self.params)
-        return value
+        return mean_loss
 
     # -- validation and the final model ------------------------------------------------------------
     def _pipeline(self) -> RewardEditPipeline:
@@ -726,7 +759,7 @@ class Trainer:
         examples = [self.data.triplets[i] for i in range(k)]
         self.raw_model.eval()
         try:
-            with self._with_ema():
+            with self._with_ema(), self._frozen_on_device():
                 pipe = self._pipeline()
                 res = self.config.resolution
                 srcs = [_to_uint8(_pixels(t.load_source(), res)) for t in examples]
@@ -755,7 +788,7 @@ class Trainer:
         out = self.out_dir / MODEL_SUBDIR
         tmp = self.out_dir / f"{MODEL_SUBDIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        with self._with_ema():
+        with self._with_ema(), self._frozen_on_device():
             self._pipeline().save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
@@ -788,21 +821,35 @@ class Trainer:
                        dynamic_ncols=True)
         t0, seen, last_loss, window = time.perf_counter(), 0, None, []
         window_t = time.perf_counter()
+        pending: list[torch.Tensor] = []  # losses on the device, not yet read (see _step)
         for step in range(start, config.max_steps):
-            loss = self._step(step)
-            if not math.isfinite(loss):
+            pending.append(self._step(step))
+            done = step + 1
+            seen += config.batch_size
+            logs = done % config.log_every == 0 or done == config.max_steps
+            saves = bool(config.checkpoint_every and done % config.checkpoint_every == 0) or \
+                bool(config.validate_every and done % config.validate_every == 0)
+            shows = bar is not None and (done % max(1, config.log_every // 5) == 0)
+            if not (logs or saves or shows or done == config.max_steps):
+                continue
+            losses = torch.stack(pending).float().cpu().tolist()  # one wait for the GPU
+            first = done - len(losses)
+            pending = []
+            bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+            if bad is not None:
                 if bar is not None:
                     bar.close()
                 last = list_checkpoints(self.out_dir)
                 where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was saved yet"
-                raise TrainingError(f"the loss became {loss} at step {step + 1}: training stopped and nothing "
-                                    f"after step {step} was saved; {where}. Lower the learning rate "
-                                    f"(lr={config.lr}) or use bf16 instead of fp16, then resume.")
-            done = step + 1
-            seen += config.batch_size
-            last_loss = loss
-            window.append(loss)
-            if done % config.log_every == 0 or done == config.max_steps:
+                raise TrainingError(f"the loss became {losses[bad]} at step {first + bad + 1}: training stopped "
+                                    f"and nothing after step {first + bad} was saved; {where}. Lower the learning "
+                                    f"rate (lr={config.lr}) or use bf16 instead of fp16, then resume.")
+            last_loss = losses[-1]
+            window.extend(losses)
+            if bar is not None:
+                bar.update(len(losses))
+                bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}")
+            if logs:
                 now = time.perf_counter()
                 row = {"step": done, "loss": float(np.mean(window)), "lr": self.lr_scheduler.get_last_lr()[0],
                        "images_per_s": len(window) * config.batch_size / max(now - window_t, 1e-9),
@@ -814,9 +861,6 @@ class Trainer:
                     history.append(row)
                 if self.step_callback is not None:
                     self.step_callback(done, row)
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}")
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.max_steps:
                 self.save_checkpoint(done)
             if config.validate_every and done % config.validate_every == 0 and done < config.max_steps:

@@ -239,7 +239,9 @@ def test_the_train_throughput_benchmark_runs_tiny_and_prints_the_ratio(capsys):
     spec.loader.exec_module(bench)
     out = bench.main(["--tiny", "--batch", "2", "--steps", "2", "--warmup", "1", "--resolution", "64"])
     text = capsys.readouterr().out
-    assert re.search(r"^batch   2: kit +\d+\.\d\d img/s \(no\); reference +\d+\.\d\d img/s .* ratio kit/reference = "
-                     r"\d+\.\d\dx", text, re.M), text
+    assert re.search(r"^batch   2: kit +\d+\.\d\d img/s \(no, \d+ TFLOP/s\); reference +\d+\.\d\d img/s .* "
+                     r"ratio kit/reference = \d+\.\d\dx", text, re.M), text
     r = out["results"]["2"]
     assert r["kit"]["images_per_s"] > 0 and r["reference"]["images_per_s"] > 0 and r["ratio"] > 0
+    # forward + backward of a UNet is several times its forward: at least 2x the conv/matmul work of one pass
+    assert out["flops_per_image"] > 1e8 and r["kit"]["mfu"] is None  # no utilisation figure without a GPU peak

@@ -3,11 +3,12 @@
     .venv/bin/python tools/make_toy_stage1.py                  # regenerate the bundled model (~35 min, 2 cores)
     .venv/bin/python tools/make_toy_stage1.py --out DIR        # somewhere else (the slow test does this)
     .venv/bin/python tools/make_toy_stage1.py --from-run RUN   # bundle a run that already finished
+    python tools/make_toy_stage1.py --profile toy-stage1-gpu --n 20000 --work W   # on a GPU (the bundled one)
 
 It runs exactly the two commands its card documents --
 
-    rewardedit toy-data --out WORK/data --n 5000 --seed 0
-    rewardedit train --profile toy-stage1 --stage 1 --data WORK/data --out WORK/run --no-progress
+    rewardedit toy-data --out WORK/data --n N --seed 0
+    rewardedit train --profile PROFILE --stage 1 --data WORK/data --out WORK/run --no-progress
 
 -- and copies what the course needs into the asset folder: the pipeline folder (``model_index.json``,
 ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``), ``metrics.jsonl``, ``train_config.json``,
@@ -27,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSET = ROOT / "rewardedit_lib" / "assets" / "toy-stage1"
-N, SEED = 5000, 0
+SEED = 0
+DEFAULT_N = {"toy-stage1": 5000, "toy-stage1-gpu": 20000}
 
 CARD = """# Toy stage-1 model (InstructPix2Pix on the flawed toy world)
 
@@ -39,13 +41,13 @@ multi-reward model are fine-tuned from this model, as the paper fine-tunes its s
 * **Model**: the kit's `toy` config -- a pixel-space diffusers `UNet2DConditionModel` (6 channels in:
   noisy image + source; blocks 16/32/64; {unet_params:,} parameters) and the toy CLIP text encoder
   (frozen, random init from seed 0). Predicts the clean image (`prediction_type="sample"`).
-* **Training**: preset `toy-stage1` -- {steps} steps, batch {batch}, AdamW lr {lr} (warm-up {warmup}),
+* **Training**: preset `{profile}` -- {steps} steps, batch {batch}, AdamW lr {lr} (warm-up {warmup}),
   EMA {ema} (these weights are the EMA), conditioning dropout {cdrop}; final loss {loss:.4f}.
 * **Made by** (wall time {wall:.0f} s on {where}):
 
 ```
 rewardedit toy-data --out WORK/data --n {n} --seed {seed}
-rewardedit train --profile toy-stage1 --stage 1 --data WORK/data --out WORK/run --no-progress
+rewardedit train --profile {profile} --stage 1 --data WORK/data --out WORK/run --no-progress{steps_flag}
 python tools/make_toy_stage1.py --from-run WORK/run     # copies model/ + logs here
 ```
 
@@ -59,7 +61,7 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def bundle(run_dir: Path, out: Path, where: str, note: str | None = None) -> Path:
+def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profile: str = "toy-stage1") -> Path:
     """Copy a finished stage-1 run into an asset folder and write its card."""
     cfg = json.loads((run_dir / "train_config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -76,9 +78,13 @@ def bundle(run_dir: Path, out: Path, where: str, note: str | None = None) -> Pat
             shutil.copy2(g, tmp / "samples" / g.name)
     from safetensors.torch import load_file
 
+    from rewardedit_lib.train import PRESETS
+
+    steps_flag = "" if cfg["max_steps"] == PRESETS[profile]["max_steps"] else f" --steps {cfg['max_steps']}"
+
     unet_params = sum(t.numel() for t in load_file(str(tmp / "unet" / "diffusion_pytorch_model.safetensors")).values())
     (tmp / "README.md").write_text(CARD.format(
-        n=N, seed=SEED, unet_params=unet_params, steps=cfg["max_steps"], batch=cfg["batch_size"], lr=cfg["lr"],
+        n=cfg["examples"], seed=SEED, profile=profile, steps_flag=steps_flag, unet_params=unet_params, steps=cfg["max_steps"], batch=cfg["batch_size"], lr=cfg["lr"],
         warmup=cfg["warmup_steps"], ema=cfg["ema_decay"], cdrop=cfg["conditioning_dropout"],
         loss=summary["final_loss"], wall=summary["wall_s"], where=where) + (f"\n## Measured\n\n{note}\n" if note else ""))
     shutil.rmtree(out, ignore_errors=True)
@@ -93,23 +99,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-run", type=Path, default=None, help="bundle this finished run instead of training")
     ap.add_argument("--where", default=None, help="machine description for the card (default: measured here)")
     ap.add_argument("--note", default=None, help="a measured result to add to the card (with its command)")
+    ap.add_argument("--profile", default="toy-stage1", choices=sorted(DEFAULT_N), help="training preset")
+    ap.add_argument("--n", type=int, default=None, help="toy triplets (default: 5000 on CPU, 20000 on GPU)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="train in chunks of --chunk steps (each resuming the last: the same run as one go) "
+                         "while the next chunk fits in this many seconds; bundles the last finished chunk")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="use this folder, made by `rewardedit toy-data --n N --seed 0`, instead of making it")
+    ap.add_argument("--chunk", type=int, default=2000, help="steps per chunk with --budget-s")
     args = ap.parse_args(argv)
     import os
     import platform
 
     where = args.where or f"{os.cpu_count()} CPU cores ({platform.machine()})"
     if args.from_run:
-        print(bundle(args.from_run, args.out, where, args.note))
+        print(bundle(args.from_run, args.out, where, args.note, args.profile))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         exe = [sys.executable, "-m", "rewardedit_lib.cli"]
         t0 = time.perf_counter()
-        run([*exe, "toy-data", "--out", str(work / "data"), "--n", str(N), "--seed", str(SEED)])
-        run([*exe, "train", "--profile", "toy-stage1", "--stage", "1", "--data", str(work / "data"),
-             "--out", str(work / "run"), "--no-progress"])
+        n = args.n or DEFAULT_N[args.profile]
+        data = args.data or work / "data"
+        if args.data is None:
+            run([*exe, "toy-data", "--out", str(data), "--n", str(n), "--seed", str(SEED)])
+        train = [*exe, "train", "--profile", args.profile, "--stage", "1", "--data", str(data),
+                 "--out", str(work / "run"), "--no-progress"]
+        if args.budget_s is None:
+            run([*train, *(["--steps", str(args.steps)] if args.steps else [])])
+        else:
+            steps, t_train = 0, time.perf_counter()
+            while True:
+                t = time.perf_counter()
+                run([*train, "--steps", str(steps + args.chunk), *(["--resume", "latest"] if steps else [])])
+                steps += args.chunk
+                took = time.perf_counter() - t
+                if time.perf_counter() - t_train + 1.1 * took > args.budget_s or (args.steps and steps >= args.steps):
+                    break
+            print(f"{steps} steps fit in the budget of {args.budget_s:.0f} s")
         print(f"trained in {time.perf_counter() - t0:.0f} s")
-        print(bundle(work / "run", args.out, where, args.note))
+        print(bundle(work / "run", args.out, where, args.note, args.profile))
     return 0
 
 

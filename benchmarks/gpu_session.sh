@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One prepared GPU session: every GPU number benchmarks/README.md reports, plus the GPU-made toy stage-1
+# model, each step under its own time limit inside one overall budget, so one failure costs one number.
+#
+#   bash benchmarks/gpu_session.sh OUT_DIR [BUDGET_S]
+#
+# Needs torch with CUDA, transformers and accelerate; diffusers (and bitsandbytes for the T4 profile) can
+# come from PYTHONPATH. Writes OUT_DIR/session.log, one JSON per benchmark and toy-stage1.tar.gz.
+# TINY=1 runs the same steps with tiny models and a tiny toy run: a dry run of this script on a CPU.
+set -u
+OUT=${1:?usage: gpu_session.sh OUT_DIR [BUDGET_S]}
+BUDGET=${2:-540}
+mkdir -p "$OUT"
+END=$(( $(date +%s) + BUDGET ))
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+LOG="$OUT/session.log"
+PY=${PYTHON:-python3}
+if [ "${TINY:-0}" = 1 ]; then T="--tiny"; TOY_N=200; CHUNK=2; B1="2"; B2="2"; else T=""; TOY_N=20000; CHUNK=2000; B1="4 32"; B2="8 16"; fi
+
+left() { echo $(( END - $(date +%s) )); }
+step() {  # step NAME LIMIT_S COMMAND...: run under min(LIMIT_S, time left), log everything
+  local name=$1 limit=$2; shift 2
+  local l; l=$(left)
+  (( limit > l )) && limit=$l
+  if (( limit < 20 )); then echo "== $name: skipped, ${l} s left" | tee -a "$LOG"; return; fi
+  echo "== $name (limit ${limit} s): $*" | tee -a "$LOG"
+  local t0; t0=$(date +%s)
+  timeout -k 5 "$limit" "$@" 2>&1 | grep -v --line-buffered 'should be kept in float32\|requires torchvision' | tee -a "$LOG"
+  echo "== $name: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  $PY -c "import torch, diffusers, transformers, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
+  $PY -c "import bitsandbytes as b; print('bitsandbytes', b.__version__)" 2>&1 | tail -1; } 2>&1 | tee -a "$LOG"
+
+# The toy data for stage 1 is made on the CPU while the GPU benchmarks run (one core of many, niced).
+TOY=/tmp/toy-stage1
+rm -rf "$TOY"; mkdir -p "$TOY"
+nice -n 10 $PY -m rewardedit_lib.cli toy-data --out "$TOY/data" --n "$TOY_N" --seed 0 > "$TOY/data.log" 2>&1 &
+GEN=$!
+
+step train_throughput 150 $PY benchmarks/train_throughput.py $T --batch $B1 --json "$OUT/train_throughput.json"
+step t4_memory 90 $PY benchmarks/train_throughput.py $T --profile sd15-t4 --no-reference --batch $B2 --steps 10 \
+  --json "$OUT/t4_memory.json"
+step edit_latency 90 $PY benchmarks/edit_latency.py $T --json "$OUT/edit_latency.json"
+step reward_overhead 45 $PY benchmarks/reward_overhead.py $T --json "$OUT/reward_overhead.json"
+step train_compile 130 $PY benchmarks/train_throughput.py $T --compile --no-reference --batch ${B1##* } \
+  --json "$OUT/train_compile.json"
+
+wait $GEN; cat "$TOY/data.log" | tee -a "$LOG"
+TOY_BUDGET=$(( $(left) - 25 ))
+step toy_stage1 $(( TOY_BUDGET + 20 )) $PY tools/make_toy_stage1.py --profile toy-stage1-gpu --n "$TOY_N" \
+  --budget-s "$TOY_BUDGET" --chunk "$CHUNK" --data "$TOY/data" --work "$TOY" --out "$TOY/asset" \
+  --where "one $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo CPU)"
+if [ -d "$TOY/asset" ]; then tar -C "$TOY" -czf "$OUT/toy-stage1.tar.gz" asset run/metrics.jsonl run/summary.json; fi
+echo "== done, $(left) s of the budget left" | tee -a "$LOG"
