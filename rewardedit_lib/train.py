@@ -82,6 +82,7 @@ class TrainConfig:
     injection: str = "both"  # latent | time | both
     init: str | None = None  # a model folder or hub id to start from (see :func:`load_components`)
     zero_init_rewards: bool = False  # start the reward modules' outputs at zero (stage 2 = stage 1 at step 0)
+    reward_lr_scale: float = 1.0  # the new reward modules learn at lr x this (the UNet they join at lr)
     # how long, how much
     max_steps: int = 300
     batch_size: int = 32
@@ -132,6 +133,7 @@ class TrainConfig:
             (self.grad_accum >= 1 and self.batch_size % self.grad_accum == 0, "grad_accum",
              "a divisor of batch_size"),
             (self.lr > 0, "lr", "> 0"),
+            (self.reward_lr_scale > 0, "reward_lr_scale", "> 0"),
             (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}"),
             (0 <= self.conditioning_dropout <= 1 / 3, "conditioning_dropout", "in [0, 1/3]"),
             (0 <= self.reward_dropout <= 1, "reward_dropout", "in [0, 1]"),
@@ -580,7 +582,12 @@ class Trainer:
         raw = model
         if config.compile:
             model = torch.compile(model)  # the whole composed model: the reward hooks are traced with the UNet
-        self.optimizer = _make_optimizer(params, config, fused=device.type == "cuda")
+        groups: Any = params
+        if config.reward_lr_scale != 1.0 and raw.reward is not None:
+            new = {id(p) for p in raw.reward.parameters()}
+            groups = [{"params": [p for p in params if id(p) not in new]},
+                      {"params": [p for p in params if id(p) in new], "lr": config.lr * config.reward_lr_scale}]
+        self.optimizer = _make_optimizer(groups, config, fused=device.type == "cuda")
         from diffusers.optimization import get_scheduler
 
         self.lr_scheduler = get_scheduler(config.lr_schedule, self.optimizer, num_warmup_steps=config.warmup_steps,
@@ -644,7 +651,7 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> int:
         state = json.loads((path / "state.json").read_text())
         saved = TrainConfig.from_json(state["config"])
-        same = {k for k in ("model", "stage", "rewards", "injection", "batch_size", "seed", "lr", "lr_schedule",
+        same = {k for k in ("model", "stage", "rewards", "injection", "batch_size", "seed", "lr", "reward_lr_scale", "lr_schedule",
                             "warmup_steps", "conditioning_dropout", "reward_dropout", "ema_decay")
                 if getattr(saved, k) != getattr(self.config, k)}
         if same:
