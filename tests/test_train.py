@@ -112,6 +112,17 @@ def test_stage2_from_stage1_adds_rewards_and_starts_where_stage1_ended(data, tmp
     assert (res.model_dir / "reward_encoder" / "config.json").exists()
 
 
+def test_reward_lr_scale_gives_the_new_reward_modules_their_own_learning_rate(data, tmp_path):
+    d, rewards = data
+    trainer = T.Trainer(tiny(stage=2, lr=1e-3, reward_lr_scale=10.0), d, tmp_path / "s", rewards, progress=False)
+    trainer._setup()
+    groups = trainer.optimizer.param_groups
+    reward_ids = {id(p) for p in trainer.raw_model.reward.parameters()}
+    assert [g["initial_lr"] for g in groups] == [pytest.approx(1e-3), pytest.approx(1e-2)]  # before warm-up
+    assert {id(p) for p in groups[1]["params"]} == reward_ids and not reward_ids & {id(p) for p in groups[0]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(trainer.params)
+
+
 def test_a_missing_rewards_entry_names_the_folder_or_is_skipped(data, tmp_path):
     d, rewards = data
     entries = json.loads(Path(rewards).read_text())
