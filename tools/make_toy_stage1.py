@@ -40,7 +40,8 @@ multi-reward model are fine-tuned from this model, as the paper fine-tunes its s
   rates (20% each of following / preserving / quality failures): the model learned the flaws too.
 * **Model**: the kit's `toy` config -- a pixel-space diffusers `UNet2DConditionModel` (6 channels in:
   noisy image + source; blocks 16/32/64; {unet_params:,} parameters) and the toy CLIP text encoder
-  (frozen, random init from seed 0). Predicts the clean image (`prediction_type="sample"`).
+  (frozen, random init from seed 0 on the training device: a GPU draws other numbers than a CPU, so the
+  folder carries it). Predicts the clean image (`prediction_type="sample"`).
 * **Training**: preset `{profile}` -- {steps} steps, batch {batch}, AdamW lr {lr} (warm-up {warmup}),
   EMA {ema} (these weights are the EMA), conditioning dropout {cdrop}; final loss {loss:.4f}.
 * **Made by** (wall time {wall:.0f} s on {where}):
