@@ -11,8 +11,10 @@ Modules, lowest first (nothing imports anything above it):
 * :mod:`~rewardedit_lib.pipeline` inference with reward conditions
 * :mod:`~rewardedit_lib.train`    the accelerate trainer (stage 1 and 2), presets, exact resume
 * :mod:`~rewardedit_lib.evaluate` Real-Edit evaluation: edits, verdicts, tables with CIs, comparisons
+* :mod:`~rewardedit_lib.ablation` the ablation grid (trained switches, inference-time reward sweeps) and its table
 * :mod:`~rewardedit_lib.runtime`  device detection and the environment check
-* :mod:`~rewardedit_lib.viz`      grids, plots, the dataset browser
+* :mod:`~rewardedit_lib.viz`      grids, plots, the dataset browser, the reward knob
+* :mod:`~rewardedit_lib.report`   the course report (one HTML page from the recorded results and figures)
 * :mod:`~rewardedit_lib.course`   profiles and the papermill course runner
 * :mod:`~rewardedit_lib.cli`      the ``rewardedit`` command
 """

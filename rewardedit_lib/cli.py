@@ -109,11 +109,26 @@ def _cmd_course(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .course import default_notebooks_dir, list_notebooks
+    from .report import build_report
+
+    if not args.out.is_dir():
+        raise ValueError(f"no such folder: {args.out} (give the --out of a course run)")
+    try:
+        names = [nb.stem for nb in list_notebooks(args.notebooks or default_notebooks_dir())]
+    except Exception:  # noqa: BLE001 -- without the notebooks folder, list what the run folder holds
+        names = []
+    print(f"wrote {build_report(args.out, names)}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainingError, preset, train
 
     changes = dict(stage=args.stage, rewards=args.rewards_mode, injection=args.injection, init=args.init,
                    max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                   reward_lr_scale=args.reward_lr_scale,
                    seed=args.seed, mixed_precision=args.mixed_precision, reward_dropout=args.reward_dropout,
                    checkpoint_every=args.checkpoint_every, missing_rewards="skip" if args.skip_missing_rewards else None)
     if args.gradient_checkpointing:
@@ -242,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=None, help="global batch per optimizer step")
     s.add_argument("--grad-accum", type=int, default=None, help="gradient-accumulation micro-batches")
     s.add_argument("--lr", type=float, default=None, help="learning rate")
+    s.add_argument("--reward-lr-scale", type=float, default=None,
+                   help="stage 2: the new reward modules learn at lr x this (toy-cpu: 10)")
     s.add_argument("--seed", type=int, default=None, help="seed of data order, noise and new modules")
     s.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
     s.add_argument("--reward-dropout", type=float, default=None,
@@ -287,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default ./notebooks)")
     s.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' own)")
     s.set_defaults(func=_cmd_course)
+
+    s = sub.add_parser("report", help="(re)write <out>/report.html from a course run's results and notebooks")
+    s.add_argument("--out", required=True, type=Path, help="the course run's folder (rewardedit course --out)")
+    s.add_argument("--notebooks", type=Path, default=None,
+                   help="notebooks folder, so notebooks that never ran are listed (default ./notebooks)")
+    s.set_defaults(func=_cmd_report)
     return p
 
 

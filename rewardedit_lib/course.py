@@ -6,7 +6,8 @@ learning (open them), experiments (papermill with parameters) and the full cours
 the package, every mistake in them is reported before any notebook runs, a failing notebook stops the run
 naming the notebook and the cell, and ``summary.json`` records status, wall time and key results.
 
-Notebooks report key results with :func:`record_results`; the runner gathers them.
+Notebooks report key results with :func:`record_results`; the runner gathers them, and ends every run (a
+failed one too) by writing ``report.html`` (:mod:`rewardedit_lib.report`).
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ class Plan:
     profile: Profile
     out_dir: Path
     steps: list[tuple[Path, dict[str, Any]]]
+    notebooks: list[str] = field(default_factory=list)  # every notebook of the course (the report lists them all)
 
 
 def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[str] | None = None,
@@ -219,7 +221,7 @@ def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[s
                                   f"no such file or folder; point it at your copy with --set {name}=PATH")
             params[name] = str(p.resolve())
         steps.append((nb, params))
-    return Plan(prof, out_dir, steps)
+    return Plan(prof, out_dir, steps, [nb.stem for nb in notebooks])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,10 +242,12 @@ def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[st
                overrides: Mapping[str, Any] | None = None, notebooks_dir: str | Path | None = None,
                kernel_name: str | None = None, log: Callable[[str], None] = print,
                profiles_file: str | Path = PROFILES_FILE) -> dict:
-    """Run the course's notebooks in order; write the executed copies and ``summary.json`` to ``out_dir``.
+    """Run the course's notebooks in order; write the executed copies, ``summary.json`` and ``report.html``
+    to ``out_dir``.
 
-    A failing notebook stops the run: its executed copy (with everything up to the failing cell) and the
-    summary are kept, and :class:`CourseError` names the notebook and the cell.
+    A failing notebook stops the run: its executed copy (with everything up to the failing cell), the
+    summary and the report (which marks it failed) are kept, and :class:`CourseError` names the notebook
+    and the cell.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -261,6 +265,14 @@ def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[st
         summary["total_seconds"] = round(time.perf_counter() - t_start, 2)
         atomic_write_text(plan.out_dir / "summary.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
 
+    def write_report() -> None:
+        from .report import build_report
+
+        try:
+            log(f"course: report at {build_report(plan.out_dir, plan.notebooks)}")
+        except Exception as e:  # noqa: BLE001 -- a broken report must never hide the course's own outcome
+            log(f"course: could not write the report: {type(e).__name__}: {e}")
+
     log(f"course: profile {plan.profile.name!r}, {len(plan.steps)} notebook(s) -> {plan.out_dir}")
     for run, (nb, params) in zip(runs, plan.steps):
         output = plan.out_dir / nb.name
@@ -277,6 +289,7 @@ def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[st
                          "evalue": e.evalue}
             summary["status"] = "failed"
             write_summary()
+            write_report()
             raise CourseError(f"notebook {nb.name} failed in cell {e.cell_index} (execution count "
                               f"{e.exec_count}): {e.ename}: {e.evalue}\n  executed copy kept at {output}; "
                               f"summary at {plan.out_dir / 'summary.json'}") from None
@@ -287,6 +300,7 @@ def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[st
                          "evalue": str(e)}
             summary["status"] = "failed"
             write_summary()
+            write_report()
             raise CourseError(f"notebook {nb.name} failed: {type(e).__name__}: {e}") from e
         run.seconds = round(time.perf_counter() - t0, 2)
         run.status = "ok"
@@ -295,5 +309,6 @@ def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[st
         write_summary()
     summary["status"] = "ok"
     write_summary()
+    write_report()
     log(f"course: done in {summary['total_seconds']:.1f} s; summary at {plan.out_dir / 'summary.json'}")
     return summary

@@ -125,20 +125,46 @@ def edit_benchmark(pipe: RewardEditPipeline, items: Sequence[BenchItem], out_dir
     Batches group items of the same image size; each item's noise comes from its own generator, so an
     edit does not depend on which items share its batch (a resumed run makes the same images).
     """
-    edits = Path(out_dir) / "edits"
-    _check_settings(edits / "settings.json", settings.to_json(), model_id)
-    paths = {it.id: edits / f"{it.id}.png" for it in items}
-    todo = [it for it in items if not paths[it.id].exists()]
+    return edit_many(pipe, items, [(out_dir, settings)], batch_size=batch_size, model_id=model_id,
+                     progress=progress)[0]
+
+
+def _call_key(settings: EditSettings) -> tuple:
+    """What one pipeline call must share; everything else (scores, feedback text, seed) can vary per row."""
+    return (settings.num_inference_steps, settings.guidance_scale, settings.image_guidance_scale,
+            settings.reward_guidance_scale, settings.resolution, settings.reward_scores is None)
+
+
+def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
+              jobs: Sequence[tuple[str | Path, EditSettings]], *, batch_size: int = 32, model_id: str = "",
+              progress: bool = True) -> list[dict[str, Path]]:
+    """:func:`edit_benchmark` for several settings of one model at once: one ``(out_dir, settings)`` per job,
+    each folder with its own ``settings.json`` (refused if it holds other settings, as for one job).
+
+    Why: an inference-time sweep (notebook 06: requested scores 0..5 per perspective) asks the same model
+    for the same items under a dozen reward conditions. On a CPU a small batch costs nearly what a large
+    one does, so edits of different jobs that can share a pipeline call (same steps, guidance, resolution;
+    scores and feedback text may differ per row) share it. Each row keeps its own generator, seeded by its
+    item and its job's seed: an image does not depend on which job or item shares its batch.
+    """
+    paths: list[dict[str, Path]] = []
+    todo: list[tuple[EditSettings, BenchItem, Path]] = []
+    for out_dir, settings in jobs:
+        edits = Path(out_dir) / "edits"
+        _check_settings(edits / "settings.json", settings.to_json(), model_id)
+        job_paths = {it.id: edits / f"{it.id}.png" for it in items}
+        paths.append(job_paths)
+        todo += [(settings, it, job_paths[it.id]) for it in items if not job_paths[it.id].exists()]
     images = {}
-    for it in todo:
+    for _, it, _ in todo:
         if it.image not in images:
             try:
                 images[it.image] = it.load_image()
             except OSError as err:
                 raise DataError(it.image_path, "image", f"cannot read: {err}") from err
-    groups: dict[tuple[int, int], list[BenchItem]] = {}
-    for it in todo:
-        groups.setdefault(images[it.image].size, []).append(it)
+    groups: dict[tuple, list[tuple[EditSettings, BenchItem, Path]]] = {}
+    for row in todo:
+        groups.setdefault((images[row[1].image].size, *_call_key(row[0])), []).append(row)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -147,17 +173,19 @@ def edit_benchmark(pipe: RewardEditPipeline, items: Sequence[BenchItem], out_dir
     for group in groups.values():
         for i in range(0, len(group), batch_size):
             batch = group[i:i + batch_size]
-            gens = [torch.Generator(device="cpu").manual_seed(item_seed(it, settings.seed)) for it in batch]
-            scores = settings.reward_scores
-            out = pipe([it.instruction for it in batch], [images[it.image] for it in batch],
-                       reward_scores=scores, reward_text=settings.reward_text if scores is not None else None,
-                       num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                       image_guidance_scale=settings.image_guidance_scale,
-                       reward_guidance_scale=settings.reward_guidance_scale, resolution=settings.resolution,
-                       generator=gens,
-                       output_type="pil").images
-            for it, img in zip(batch, out):
-                img.save(paths[it.id])
+            first = batch[0][0]
+            gens = [torch.Generator(device="cpu").manual_seed(item_seed(it, s.seed)) for s, it, _ in batch]
+            known = first.reward_scores is not None
+            out = pipe([it.instruction for _, it, _ in batch], [images[it.image] for _, it, _ in batch],
+                       reward_scores=[list(s.reward_scores) for s, _, _ in batch] if known else None,
+                       reward_text=[s.reward_text if s.reward_text is not None else DEFAULT_REWARD_TEXT
+                                    for s, _, _ in batch] if known else None,
+                       num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
+                       image_guidance_scale=first.image_guidance_scale,
+                       reward_guidance_scale=first.reward_guidance_scale, resolution=first.resolution,
+                       generator=gens, output_type="pil").images
+            for (_, _, path), img in zip(batch, out):
+                img.save(path)
             if bar is not None:
                 bar.update(len(batch))
     if bar is not None:
@@ -279,6 +307,14 @@ def headline(summary: Mapping[str, Any]) -> dict[str, float]:
     return {f"{p}_{k}": o[p][k] for p in PERSPECTIVES for k in ("yes_rate", "score")}
 
 
+def headline_by_type(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The headline numbers per edit type, with the number of edits: ``{edit type: {"n", "following_yes_rate",
+    ...}}`` -- the per-type table a report shows, as plain numbers."""
+    return {t: {"n": cells[PERSPECTIVES[0]]["n"], **{f"{p}_{k}": cells[p][k] for p in PERSPECTIVES
+                                                    for k in ("yes_rate", "score")}}
+            for t, cells in summary["by_type"].items()}
+
+
 def table_markdown(summaries: Mapping[str, Mapping[str, Any]], ci: bool = True) -> str:
     """A markdown table: one row per model, yes-rate % and score per perspective (with 95% CIs)."""
     head = "| model | " + " | ".join(f"{p} yes % | {p} score" for p in PERSPECTIVES) + " |"
@@ -332,25 +368,51 @@ def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_
     ``settings``: how to edit (default: :data:`EDIT_DEFAULTS` of the model's config); ``changes``: fields of
     those settings to change, e.g. ``{"num_inference_steps": 10}`` (so a caller need not know the model's
     config to change one setting)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    return evaluate_many(model, bench_dir, {out_dir: changes}, settings=settings, base_url=base_url,
+                         judge_model=judge_model, api_key_env=api_key_env, device=device, batch_size=batch_size,
+                         limit=limit, n_boot=n_boot, progress=progress)[out_dir]
+
+
+def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
+                  runs: Mapping[str | Path, Mapping[str, Any] | None], *, settings: EditSettings | None = None,
+                  base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
+                  device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
+                  n_boot: int = 1000, progress: bool = True) -> dict[str | Path, EvalReport]:
+    """:func:`evaluate` of one model under several settings: ``runs`` maps each output folder to its
+    ``changes`` (applied to ``settings``, as in :func:`evaluate`); returns ``{folder: report}``.
+
+    Every folder is exactly what :func:`evaluate` with those changes writes (same edits, same refusal of
+    other settings, same resumability); the edits are made together (:func:`edit_many`), so a sweep over
+    requested rewards costs a fraction of one evaluation per setting. A report's ``edit_s`` is its share of
+    the shared editing time (by the number of edits it needed).
+    """
     items = read_real_edit(bench_dir).items
     if limit is not None:
         items = items[:limit]
     if not items:
         raise DataError(bench_dir, None, "the benchmark has no items")
     pipe = load_model(model, device)
-    settings = replace(settings or EDIT_DEFAULTS[model_kind(pipe)], **(changes or {}))
+    base = settings or EDIT_DEFAULTS[model_kind(pipe)]
+    chosen = {key: replace(base, **(changes or {})) for key, changes in runs.items()}
     model_id = str(model) if not isinstance(model, RewardEditPipeline) else "<pipeline>"
+    needed = {key: sum(not (Path(key) / "edits" / f"{it.id}.png").exists() for it in items) for key in runs}
     t0 = time.perf_counter()
-    edits = edit_benchmark(pipe, items, out, settings, batch_size=batch_size, model_id=model_id, progress=progress)
-    t1 = time.perf_counter()
-    rows = judge_edits(items, edits, out / "judge", base_url=base_url, judge_model=judge_model,
-                       api_key_env=api_key_env, progress=progress)
-    t2 = time.perf_counter()
-    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    summary = summarize(rows, n_boot=n_boot)
-    summary["settings"] = settings.to_json()
-    summary["judge"] = {"base_url": base_url or "local toy judge", "model": judge_model or TOY_JUDGE_MODEL}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    return EvalReport(out, rows, summary, settings, t1 - t0, t2 - t1)
+    edits = edit_many(pipe, items, [(Path(key), s) for key, s in chosen.items()], batch_size=batch_size,
+                      model_id=model_id, progress=progress)
+    edit_s = time.perf_counter() - t0
+    total = sum(needed.values())
+    reports = {}
+    for (key, s), job_edits in zip(chosen.items(), edits):
+        out = Path(key)
+        t1 = time.perf_counter()
+        rows = judge_edits(items, job_edits, out / "judge", base_url=base_url, judge_model=judge_model,
+                           api_key_env=api_key_env, progress=progress)
+        t2 = time.perf_counter()
+        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        summary = summarize(rows, n_boot=n_boot)
+        summary["settings"] = s.to_json()
+        summary["judge"] = {"base_url": base_url or "local toy judge", "model": judge_model or TOY_JUDGE_MODEL}
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        share = edit_s * needed[key] / total if total else 0.0
+        reports[key] = EvalReport(out, rows, summary, s, share, t2 - t1)
+    return reports

@@ -1,4 +1,5 @@
-"""Figures and widgets: triplet grids, score and flaw plots, the correlation heatmap, the dataset browser.
+"""Figures and widgets: triplet grids, score and flaw plots, the correlation heatmap, the dataset browser,
+the ablation sweeps and the reward knob.
 
 Why only drawing here: every number shown comes from :mod:`rewardedit_lib.dataset`, so a figure and the
 ``rewardedit validate`` text can never disagree, and the numbers are tested without a plotting backend.
@@ -671,17 +672,175 @@ def perspective_bars(summaries: Mapping[str, Mapping], metric: str = "yes_rate",
     return _finish(fig)
 
 
+def _draw_sweep(ax, xs: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
+                title: str | None = None) -> None:
+    for name, ys in series.items():
+        ax.plot(xs, ys, marker="o", label=PERSPECTIVE_TITLES.get(name, name), color=PERSPECTIVE_COLORS.get(name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def sweep_plot(xs: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
                title: str | None = None) -> Figure:
     """Line plot of one or more measured series against a swept value (the ablations' knobs)."""
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
-    for name, ys in series.items():
-        ax.plot(xs, ys, marker="o", label=name, color=PERSPECTIVE_COLORS.get(name))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    _draw_sweep(ax, xs, series, xlabel, ylabel, title)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def sweep_panels(sweeps: Mapping[str, tuple[Sequence[float], Mapping[str, Sequence[float]]]],
+                 ylabel: str = "judge's mean score (0-5)", title: str | None = None) -> Figure:
+    """Several sweeps side by side, one panel each, on one y scale (``sweeps``: name -> (swept values, series
+    per judged perspective), e.g. :func:`ablation.sweep_series`). A panel named after a perspective sweeps
+    the score *requested* for it (the other two at 5); ``"guidance"`` sweeps the reward guidance scale.
+
+    Why one figure: a model that obeys its rewards shows a rising line in the panel's own colour (asking
+    for a better following score gives better following) and flat lines elsewhere."""
+    names = list(sweeps)
+    if not names:
+        raise ValueError("no sweep to plot")
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        xs, series = sweeps[name]
+        if name in PERSPECTIVES:
+            xlabel, head = f"requested {name} score (others 5)", f"Asking for {name}"
+        else:
+            xlabel, head = "reward guidance scale", "Reward guidance at (5, 5, 5)"
+        _draw_sweep(ax, xs, series, xlabel, ylabel if ax is axes[0][0] else "", head)
+        if name in PERSPECTIVES:
+            ax.set_xticks(list(xs))
+        if ax is not axes[0][0]:
+            ax.get_legend().remove()
     if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+def sweep_edit_grid(source, instruction: str, strips: Mapping[str, Sequence[tuple[float, object]]]) -> Figure:
+    """One benchmark edit under each requested score: one row per swept perspective, the source first, then
+    the edit for each requested score (``strips``: perspective -> [(score, image or path)], e.g.
+    :func:`ablation.sweep_edits`)."""
+    from PIL import Image
+
+    rows = list(strips)
+    cols = 1 + max(len(v) for v in strips.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.65 * len(rows) + 0.4), squeeze=False)
+    for i, p in enumerate(rows):
+        _show_image(axes[i][0], source)
+        axes[i][0].set_title("source", fontsize=8)
+        axes[i][0].text(-0.1, 0.5, PERSPECTIVE_TITLES.get(p, p), transform=axes[i][0].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=8, weight="bold")
+        for j in range(1, cols):
+            ax = axes[i][j]
+            if j - 1 < len(strips[p]):
+                score, img = strips[p][j - 1]
+                _show_image(ax, img if isinstance(img, Image.Image) else Image.open(img).convert("RGB"))
+                ax.set_title(f"{_SHORT[p]} asked {float(score):g}" if p in _SHORT else f"{float(score):g}",
+                             fontsize=8)
+            else:
+                ax.set_axis_off()
+    fig.suptitle(textwrap.shorten(f"\u201c{instruction}\u201d: one perspective's requested score varies, the "
+                                  f"others stay 5", 110), fontsize=9)
+    fig.tight_layout()
+    return _finish(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# The reward knob (notebook 06)
+# --------------------------------------------------------------------------------------------------
+class RewardKnob:
+    """Re-run one edit live under the rewards you ask for: three score sliders (0-5) and a feedback text box.
+
+    Why a class and not just a widget: the edit itself (:meth:`edit`) and what a slider change does
+    (:meth:`update`) are plain methods, so they are tested without a browser; :attr:`widget` only wires
+    them to ipywidgets. Every edit uses the same noise (the generator is re-seeded from ``settings.seed``),
+    so what changes between two edits is the rewards and nothing else.
+    """
+
+    def __init__(self, pipe, image, instruction: str, settings=None, scores: Sequence[float] = (5, 5, 5),
+                 feedback: str | None = None, size: int = 192):
+        from . import evaluate
+
+        self.pipe, self.instruction, self.size = pipe, instruction, size
+        self.image = image.convert("RGB") if hasattr(image, "convert") else image
+        self.settings = settings or evaluate.EDIT_DEFAULTS[evaluate.model_kind(pipe)]
+        self.scores = tuple(float(s) for s in scores)
+        self.feedback = feedback if feedback is not None else evaluate.DEFAULT_REWARD_TEXT
+        self.last = None
+        self._widget = None
+
+    def edit(self, scores: Sequence[float], feedback: str | None = None):
+        """The edit under these requested scores and feedback text (a PIL image); same noise every time."""
+        import torch
+
+        s = self.settings
+        gen = torch.Generator(device="cpu").manual_seed(s.seed)
+        return self.pipe(self.instruction, self.image, reward_scores=[float(x) for x in scores],
+                         reward_text=feedback if feedback else None, num_inference_steps=s.num_inference_steps,
+                         guidance_scale=s.guidance_scale, image_guidance_scale=s.image_guidance_scale,
+                         reward_guidance_scale=s.reward_guidance_scale, resolution=s.resolution, generator=gen,
+                         output_type="pil").images[0]
+
+    def update(self, _change=None):
+        """Read the sliders and the text box (when the widget exists), edit, show the result; returns it."""
+        if self._widget is not None:
+            self.scores = tuple(float(sl.value) for sl in self._sliders)
+            self.feedback = self._text.value
+        self.last = self.edit(self.scores, self.feedback)
+        if self._widget is not None:
+            self._edited.value = _png(self.last, self.size)
+            asked = ", ".join(f"{p} {v:g}" for p, v in zip(PERSPECTIVES, self.scores))
+            self._status.value = f"<i>{html.escape(self.instruction)}</i><br>asked: {asked}"
+        return self.last
+
+    @property
+    def widget(self) -> ipywidgets.VBox:
+        """The knob: sliders and text box on top, source | edit below (built on first use)."""
+        if self._widget is None:
+            import ipywidgets as W
+
+            self._sliders = [W.FloatSlider(value=v, min=0, max=MAX_SCORE, step=0.5, description=p,
+                                           continuous_update=False) for p, v in zip(PERSPECTIVES, self.scores)]
+            self._text = W.Textarea(value=self.feedback, description="feedback", continuous_update=False,
+                                    layout=W.Layout(width="95%", height="4em"))
+            self._source = W.Image(value=_png(self.image, self.size), format="png")
+            self._edited = W.Image(format="png")
+            self._status = W.HTML()
+            for w in (*self._sliders, self._text):
+                w.observe(self.update, names="value")
+            self._widget = W.VBox([W.HBox(self._sliders), self._text,
+                                   W.HBox([W.VBox([W.Label("source"), self._source]),
+                                           W.VBox([W.Label("edit"), self._edited])]), self._status])
+            self.update()
+        return self._widget
+
+
+def reward_knob(pipe, image, instruction: str, settings=None, *, force_static: bool = False) -> Figure | ipywidgets.VBox:
+    """The live reward knob (:class:`RewardKnob`) where widgets can be shown; elsewhere (a script, a static
+    render) it says why and returns source | edits at a few fixed rewards instead."""
+    knob = RewardKnob(pipe, image, instruction, settings)
+    reason = "static view requested" if force_static else widgets_unavailable_reason()
+    if reason is None:
+        return knob.widget
+    print(f"reward knob: {reason}; showing fixed rewards instead.")
+    asks = [(5, 5, 5), (0, 5, 5), (5, 0, 5), (5, 5, 0)]
+    images = [knob.image] + [knob.edit(a) for a in asks]
+    return image_row(images, ["source"] + [f"asked {a[0]}, {a[1]}, {a[2]}" for a in asks], instruction)
+
+
+def image_row(images: Sequence, titles: Sequence[str], title: str | None = None, width: float = 1.9) -> Figure:
+    """Images (PIL) side by side with a title each."""
+    fig, axes = plt.subplots(1, len(images), figsize=(width * len(images), width + 0.5), squeeze=False)
+    for ax, im, t in zip(axes[0], images, titles):
+        _show_image(ax, im)
+        ax.set_title(t, fontsize=8)
+    if title:
+        fig.suptitle(textwrap.shorten(title, 100), fontsize=9)
     fig.tight_layout()
     return _finish(fig)

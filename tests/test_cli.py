@@ -18,7 +18,7 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("command", ["toy-data", "toy-bench", "validate", "judge-server", "annotate", "train",
-                                     "evaluate", "course"])
+                                     "evaluate", "course", "report"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])

@@ -181,7 +181,7 @@ def test_the_toy_course_runs_end_to_end(tmp_path):
     """The real notebooks on the toy profile, at small parameters: every notebook ok, results recorded."""
     summary = course.run_course("toy-cpu", tmp_path / "run", notebooks_dir=NOTEBOOKS, log=lambda s: None,
                                 overrides={"n_train": 28, "bench_images": 2, "train_steps": 4, "validate_every": 2,
-                                           "steps": 2})
+                                           "steps": 2, "sweep_steps": 2})
     assert summary["status"] == "ok"
     by_name = {n["notebook"]: n for n in summary["notebooks"]}
     assert len(by_name) == 7 and all(n["status"] == "ok" for n in by_name.values())
@@ -192,3 +192,14 @@ def test_the_toy_course_runs_end_to_end(tmp_path):
     assert sum(ev["paired"]["quality"].values()) == 14
     assert by_name["04_training"]["results"]["steps"] == 4
     assert by_name["00_setup"]["parameters"]["out_dir"] == str((tmp_path / "run").resolve())
+    # 06 reused 04's two models (a retrain of another config would have failed the notebook) and measured them
+    ab = by_name["06_ablations"]["results"]
+    assert ab["grid"] == "small" and ab["trained"] == ["baseline", "multi-reward"]
+    measured = {r["name"]: r for r in ab["rows"] if r["kind"] == "trained" and r["measured"]}
+    assert set(measured) == {"baseline", "multi-reward"}
+    assert measured["baseline"]["metrics"] == pytest.approx(ev["headline"]["baseline"])  # 05's verdicts, reused
+    assert all(r["metrics"] is None for r in ab["rows"] if not r["measured"])
+    assert sum(r["kind"] == "inference" and r["measured"] for r in ab["rows"]) == 18
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Ablations (notebook 06)" in html and "rewards text, injection time" in html
+    assert html.count("<td class='ok'>ok</td>") == 7  # every notebook's row
