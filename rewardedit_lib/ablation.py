@@ -192,14 +192,8 @@ def train_config(profile: str, seed: int, stage1: str | Path, train_steps: int |
 
 
 def switch_config(base: train.TrainConfig, switch: Switch) -> train.TrainConfig:
-    """``base`` with the switch's two settings, in the form :func:`train.ensure_trained` recognises.
-
-    Why the list: ``ensure_trained`` compares ``config.to_json()`` with the ``run.json`` a finished run
-    wrote, and JSON gives ``adam_betas`` back as a list while the config holds a tuple -- so a finished run
-    (notebook 04's) would be refused as "another run" instead of reused. Handing it the JSON form makes
-    the comparison exact; drop this once ``ensure_trained`` compares JSON-normalised records."""
+    """``base`` with the switch's two settings: the config :func:`train.ensure_trained` reuses or trains."""
     config = replace(base, rewards=switch.rewards, injection=switch.injection)
-    config.adam_betas = list(config.adam_betas)  # type: ignore[assignment]
     return config
 
 

@@ -932,7 +932,7 @@ def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Pat
     latest checkpoint (an interrupted one). A folder holding a *different* run is an error, never overwritten.
     What notebooks call, so re-running a course cell costs nothing and an interrupted course picks up."""
     out = Path(out_dir)
-    record = _run_record(config, data_dir, rewards_path)
+    record = json.loads(json.dumps(_run_record(config, data_dir, rewards_path)))  # as run.json reads back (tuples: lists)
     marker = out / "run.json"
     if marker.exists():
         old = json.loads(marker.read_text())
