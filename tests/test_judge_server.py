@@ -377,8 +377,11 @@ def test_cli_entry_point_serves_and_never_prints_the_key(tmp_path, triplets) -> 
     lines to stderr, stops on Ctrl-C, and the key appears in none of its output."""
     code = "from rewardedit_lib.judge.server import main_serve; raise SystemExit(main_serve('127.0.0.1', 0))"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OPENAI_API_KEY=SENTINEL)
+    # A job a shell started in the background inherits SIGINT *ignored*, and then Python installs no
+    # KeyboardInterrupt handler: restore the default so Ctrl-C means what it does in a terminal.
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stdout.readline()
         assert "http://127.0.0.1:" in first, first
