@@ -8,22 +8,13 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from notebook_factory import make_notebook as _nb
 
 from rewardedit_lib import course
 from rewardedit_lib.course import CourseError
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-
-
-def _nb(path: Path, params: str, *cells: str) -> Path:
-    pc = new_code_cell(params)
-    pc.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[new_markdown_cell("# test"), pc] + [new_code_cell(c) for c in cells],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(nb, str(path))
-    return path
 
 
 def _profiles(tmp_path: Path, **profiles) -> Path:

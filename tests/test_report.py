@@ -17,6 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from notebook_factory import make_notebook
 from PIL import Image
 
 from rewardedit_lib import cli, course, report
@@ -136,11 +137,7 @@ def test_a_folder_with_nothing_in_it_still_gets_a_report(tmp_path):
 # Written by the runner (a failed run too) and by the CLI
 # --------------------------------------------------------------------------------------------------
 def _nb(path: Path, params: str, *cells: str) -> None:
-    pc = new_code_cell(params)
-    pc.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[new_markdown_cell("# t\n## The section"), pc] + [new_code_cell(c) for c in cells],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(nb, str(path))
+    make_notebook(path, params, *cells, title="# t\n## The section")
 
 
 def test_the_course_runner_writes_the_report_even_when_a_notebook_fails(tmp_path):
