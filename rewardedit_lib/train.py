@@ -574,7 +574,7 @@ class Trainer:
         self.comp = comp
         self.noise_scheduler = DDPMScheduler.from_config(comp.scheduler.config)
         self.data = TrainingData(triplets, comp, config, device)
-        if config.cache and device.type == "cuda":
+        if self._parks_frozen:
             self._park_frozen()  # cached: the VAE and text encoder are needed again only for validation
         model = comp.model.train()
         if config.gradient_checkpointing:
@@ -605,6 +605,11 @@ class Trainer:
         self.raw_model: RewardUNet = raw
         self.params = params
 
+    @property
+    def _parks_frozen(self) -> bool:
+        """Whether the frozen parts live on the CPU between validations: on a GPU, once cached."""
+        return self.config.cache and self.accelerator.device.type == "cuda"
+
     def _park_frozen(self) -> None:
         """Move the frozen VAE and text encoder to the CPU (GPU memory for a bigger batch on a small card)."""
         self.comp.text_encoder.to("cpu")
@@ -615,7 +620,7 @@ class Trainer:
     def _frozen_on_device(self) -> Iterator[None]:
         """The frozen parts on the training device for the duration (validation, saving), parked again after."""
         device = self.accelerator.device
-        parked = self.config.cache and device.type == "cuda"
+        parked = self._parks_frozen
         if parked:
             self.comp.text_encoder.to(device)
             if self.comp.vae is not None:
