@@ -7,6 +7,8 @@
 # Needs torch with CUDA, transformers and accelerate; diffusers (and bitsandbytes for the T4 profile) can
 # come from PYTHONPATH. Writes OUT_DIR/session.log, one JSON per benchmark and toy-stage1.tar.gz.
 # TINY=1 runs the same steps with tiny models and a tiny toy run: a dry run of this script on a CPU.
+# ONLY=toy skips the benchmarks and gives the whole budget to the toy stage-1 model; TOY_STEPS=N trains it for
+# N steps instead of the preset's (the run stops at the budget and keeps its last checkpoint either way).
 set -u
 OUT=${1:?usage: gpu_session.sh OUT_DIR [BUDGET_S]}
 BUDGET=${2:-540}
@@ -41,6 +43,7 @@ rm -rf "$TOY"; mkdir -p "$TOY"
 nice -n 10 $PY -m rewardedit_lib.cli toy-data --out "$TOY/data" --n "$TOY_N" --seed 0 > "$TOY/data.log" 2>&1 &
 GEN=$!
 
+if [ "${ONLY:-all}" != toy ]; then  # ONLY=toy: the whole budget goes to the toy stage-1 model
 step train_throughput 150 $PY benchmarks/train_throughput.py $T --batch $B1 --json "$OUT/train_throughput.json"
 step t4_memory 90 $PY benchmarks/train_throughput.py $T --profile sd15-t4 --no-reference --batch $B2 --steps 10 \
   --json "$OUT/t4_memory.json"
@@ -48,11 +51,12 @@ step edit_latency 90 $PY benchmarks/edit_latency.py $T --json "$OUT/edit_latency
 step reward_overhead 45 $PY benchmarks/reward_overhead.py $T --json "$OUT/reward_overhead.json"
 step train_compile 130 $PY benchmarks/train_throughput.py $T --compile --no-reference --batch ${B1##* } \
   --json "$OUT/train_compile.json"
+fi
 
 wait $GEN; cat "$TOY/data.log" | tee -a "$LOG"
 TOY_BUDGET=$(( $(left) - 25 ))
 step toy_stage1 $(( TOY_BUDGET + 20 )) $PY tools/make_toy_stage1.py --profile toy-stage1-gpu --n "$TOY_N" \
-  --budget-s "$TOY_BUDGET" --chunk "$CHUNK" --data "$TOY/data" --work "$TOY" --out "$TOY/asset" \
+  ${TOY_STEPS:+--steps "$TOY_STEPS"} --budget-s "$TOY_BUDGET" --chunk "$CHUNK" --data "$TOY/data" --work "$TOY" --out "$TOY/asset" \
   --where "one $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo CPU)"
 if [ -d "$TOY/asset" ]; then tar -C "$TOY" -czf "$OUT/toy-stage1.tar.gz" asset run/metrics.jsonl run/summary.json; fi
 echo "== done, $(left) s of the budget left" | tee -a "$LOG"

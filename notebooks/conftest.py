@@ -13,7 +13,7 @@ from pathlib import Path
 
 #: Per notebook (file stem): parameters that make the test run small. Everything else keeps its default.
 TEST_PARAMETERS: dict[str, dict[str, object]] = {
-    "04_training": {"train_steps": 8, "validate_every": 4},
+    "04_training": {"train_steps": 8, "validate_every": 4, "probe_triplets": 24},
     "05_evaluation": {"bench_images": 2, "steps": 3},
     # 06 reuses 04's models and 05's verdicts only when its parameters match theirs: keep these in step.
     "06_ablations": {"train_steps": 8, "validate_every": 4, "bench_images": 2, "steps": 3, "sweep_steps": 2},

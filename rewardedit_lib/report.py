@@ -233,6 +233,24 @@ def ablation_section(results: Mapping[str, Any]) -> str:
     return note + html_table(table["columns"], table["rows"], "num")
 
 
+def probe_section(results: Mapping[str, Any]) -> str:
+    """04's recorded loss probes: mean loss per reward condition and noise level, one row per (model, condition)."""
+    parts = []
+    for key, what in (("loss_probe", "training triplets"), ("loss_probe_heldout_perfect", "held-out perfect edits")):
+        probes = results.get(key)
+        if not probes:
+            continue
+        first = next(iter(probes.values()))
+        edges = first.get("edges", [])
+        bins = [f"t {a}-{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
+        rows = [[model, cond, _fmt(p.get("overall", {}).get(cond), 5)] + [_fmt(v, 5) for v in losses]
+                for model, p in probes.items() for cond, losses in p.get("losses", {}).items()]
+        parts.append(f"<p>Loss on {_e(first.get('n', '?'))} {what} (the same timesteps and noise in every row; "
+                     f"lower is better).</p>")
+        parts.append(html_table(["model", "rewards given", "all", *bins], rows, "num"))
+    return "\n".join(parts) or "<p class='missing'>Notebook 04 recorded no loss probe (not run, or it failed).</p>"
+
+
 _STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; line-height: 1.45; padding: 0 1em; }
@@ -281,6 +299,9 @@ def render(summary: Mapping[str, Any], entries: Sequence[NotebookEntry], out_dir
     parts.append(headline_section(ev.results if ev else {}))
     parts.append("<h3>Per edit type</h3>")
     parts.append(by_type_section(ev.results if ev else {}))
+    tr = by_name.get("04_training")
+    parts.append("<h2>Loss probes (notebook 04)</h2>")
+    parts.append(probe_section(tr.results if tr else {}))
     ab = by_name.get("06_ablations")
     parts.append("<h2>Ablations (notebook 06)</h2>")
     parts.append(ablation_section(ab.results if ab else {}))

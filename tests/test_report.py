@@ -131,6 +131,21 @@ def test_a_folder_with_nothing_in_it_still_gets_a_report(tmp_path):
     html = report.build_report(tmp_path, ["00_setup", "05_evaluation"]).read_text()
     assert ">not run<" in _rows(html)["00_setup"] and "no summary.json" in html
     assert "recorded no headline results" in html and "recorded no ablation table" in html
+    assert "recorded no loss probe" in html
+
+
+def test_the_loss_probes_of_notebook_04_are_tabled_per_model_condition_and_noise_level(out_dir):
+    probe = {"edges": [0, 500, 1000], "n": 300}
+    course.record_results("04_training", out_dir, loss_probe={
+        "multi-reward": {**probe, "losses": {"as annotated": [0.012, 0.05], "shuffled": [0.0121, 0.072]},
+                         "overall": {"as annotated": 0.031, "shuffled": 0.04205}},
+        "baseline": {**probe, "losses": {"no rewards": [0.0119, 0.066]}, "overall": {"no rewards": 0.03895}}},
+        loss_probe_heldout_perfect=None)
+    html = report.build_report(out_dir).read_text()
+    assert "<th>t 0-499</th><th>t 500-999</th>" in html and "Loss on 300 training triplets" in html
+    assert "<td>multi-reward</td><td>shuffled</td><td>0.04205</td><td>0.01210</td><td>0.07200</td>" in html
+    assert "<td>baseline</td><td>no rewards</td><td>0.03895</td>" in html
+    assert "held-out perfect edits" not in html  # not recorded (real data): no empty table
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,6 +217,11 @@ def test_resume_refuses_other_settings_and_a_missing_checkpoint(data, tmp_path):
         T.train(tiny(stage=1, max_steps=4, lr=5e-4), d, tmp_path / "run", resume="latest", progress=False)
     with pytest.raises(T.TrainingError, match="no checkpoint"):
         T.train(tiny(stage=1, max_steps=4), d, tmp_path / "empty", resume="latest", progress=False)
+    # a checkpoint that lost its weights is named, not read as a Hub id (which would report a network error)
+    latest = T.list_checkpoints(tmp_path / "run")[-1]
+    shutil.rmtree(latest / T.MODEL_SUBDIR)
+    with pytest.raises(T.TrainingError, match=r"incomplete \(missing model/unet\)"):
+        T.train(tiny(stage=1, max_steps=4), d, tmp_path / "run", resume="latest", progress=False)
 
 
 # -- several processes ----------------------------------------------------------------------------
