@@ -233,8 +233,8 @@ def run_reference(comp: T.Components, data: Path, rewards: Path, batch: int, ste
             t_start = time.perf_counter()
         batch_t = [triplets[(step * batch + i) % len(triplets)] for i in range(batch)]
         # the reference reads and preprocesses the images every step
-        src = torch.stack([T._pixels(t.load_source(), resolution) for t in batch_t]).to(device)
-        edt = torch.stack([T._pixels(t.load_edited(), resolution) for t in batch_t]).to(device)
+        src = torch.stack([T.image_tensor(t.load_source(), resolution) for t in batch_t]).to(device)
+        edt = torch.stack([T.image_tensor(t.load_edited(), resolution) for t in batch_t]).to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             with torch.no_grad():
                 latents = comp.vae.encode(edt).latent_dist.sample() * comp.vae.config.scaling_factor
