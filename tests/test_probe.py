@@ -7,17 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewardedit_lib import probe, toyworld
-from rewardedit_lib.judge.annotate import annotate
+from rewardedit_lib import probe
 from rewardedit_lib.pipeline import toy_pipeline
+from toy_data import annotated_toy_data
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("probe-data")
-    toyworld.write_toy_dataset(root / "d", n=12, seed=5)
-    annotate(root / "d", root / "rewards.json", progress=False, log=None)
-    return root / "d", root / "rewards.json"
+    return annotated_toy_data(tmp_path_factory.mktemp("probe-data"), n=12, seed=5)
 
 
 def _saved(tmp_path: Path, name: str, **kw) -> Path:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewardedit_lib import formats, toyworld
+from rewardedit_lib import formats
 from rewardedit_lib import train as T
-from rewardedit_lib.judge.annotate import annotate
 from rewardedit_lib.pipeline import RewardEditPipeline
+from toy_data import annotated_toy_data
 
 TINY = dict(model="toy", batch_size=4, lr=1e-3, lr_schedule="constant_with_warmup", warmup_steps=2,
             ema_decay=0.99, log_every=1, checkpoint_every=0, validation_examples=2, validation_steps=2)
@@ -26,10 +26,7 @@ TINY = dict(model="toy", batch_size=4, lr=1e-3, lr_schedule="constant_with_warmu
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("train-data")
-    toyworld.write_toy_dataset(root / "d", n=16, seed=3)
-    annotate(root / "d", root / "rewards.json", progress=False, log=None)
-    return root / "d", root / "rewards.json"
+    return annotated_toy_data(tmp_path_factory.mktemp("train-data"), n=16, seed=3)
 
 
 def tiny(**changes) -> T.TrainConfig:
