@@ -26,9 +26,10 @@ from typing import Sequence
 import torch
 from diffusers import DDPMScheduler
 
-from .formats import PERFECT_FEEDBACK, read_instructpix2pix
-from .pipeline import PERFECT_SCORES, RewardEditPipeline
-from .train import image_tensor
+from . import text
+from .formats import read_instructpix2pix
+from .pipeline import DEFAULT_REWARD_TEXT, PERFECT_SCORES, RewardEditPipeline
+from .train import image_tensor, training_target
 
 CONDITIONS: tuple[str, ...] = ("as annotated", "shuffled", "perfect")
 NO_REWARDS = "no rewards"
@@ -93,7 +94,6 @@ def loss_by_noise(model: str | Path | RewardEditPipeline, data_dir: str | Path,
     n = len(triplets)
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     T = noise_sched.config.num_train_timesteps
-    kind = noise_sched.config.prediction_type
     g = torch.Generator().manual_seed(seed)
     timesteps = torch.randint(0, T, (n,), generator=g)
     # "shuffled": every triplet gets another triplet's rewards (one random cycle through all of them)
@@ -106,7 +106,9 @@ def loss_by_noise(model: str | Path | RewardEditPipeline, data_dir: str | Path,
     if pipe.uses_rewards and rewards_path is not None:
         scores = torch.tensor([list(t.rewards.scores) for t in triplets], dtype=torch.float32)
         feedback = [t.rewards.text for t in triplets]
-    perfect_text = "; ".join([PERFECT_FEEDBACK] * 3)
+    perfect = None
+    if "perfect" in conditions:  # one constant condition: encoded once, repeated per batch
+        perfect = pipe.encode_rewards(PERFECT_SCORES, DEFAULT_REWARD_TEXT, 1, dev)
     for lo in range(0, n, batch):
         chunk = triplets[lo:lo + batch]
         idx = torch.arange(lo, lo + len(chunk))
@@ -121,15 +123,14 @@ def loss_by_noise(model: str | Path | RewardEditPipeline, data_dir: str | Path,
                              for i in idx]).to(dev)
         t = timesteps[idx].to(dev)
         x = torch.cat([noise_sched.add_noise(tgt, noise, t), src], dim=1)
-        hidden = _hidden(pipe, [t_.instruction for t_ in chunk], dev)
-        target = {"epsilon": noise, "sample": tgt}.get(kind)
-        if target is None:
-            target = noise_sched.get_velocity(tgt, noise, t)
+        hidden = text.encode_text(pipe.tokenizer, pipe.text_encoder, [t_.instruction for t_ in chunk], dev).hidden_states
+        target = training_target(noise_sched, tgt, noise, t)
         for c in conditions:
             kw = {}
             if c == "perfect":
-                s, e = pipe.encode_rewards(PERFECT_SCORES, perfect_text, len(chunk), dev)
-                kw = dict(reward_scores=s, reward_text_embeds=e)
+                s, e = perfect
+                kw = dict(reward_scores=s.expand(len(chunk), -1),
+                          reward_text_embeds=e.expand(len(chunk), -1) if e is not None else None)
             elif c in ("as annotated", "shuffled"):
                 j = idx if c == "as annotated" else perm[idx]
                 s, e = pipe.encode_rewards(scores[j], [feedback[int(k)] for k in j], len(chunk), dev)
@@ -138,12 +139,6 @@ def loss_by_noise(model: str | Path | RewardEditPipeline, data_dir: str | Path,
             per[c].append(((pred.float() - target) ** 2).mean(dim=(1, 2, 3)).cpu())
     edges = [round(i * T / bins) for i in range(bins + 1)]
     per_item = {c: torch.cat(v) for c, v in per.items()}
-    losses = {c: [float(v[(timesteps >= a) & (timesteps < b)].mean()) if ((timesteps >= a) & (timesteps < b)).any()
-                  else float("nan") for a, b in zip(edges[:-1], edges[1:])] for c, v in per_item.items()}
+    in_bin = [(timesteps >= a) & (timesteps < b) for a, b in zip(edges[:-1], edges[1:])]
+    losses = {c: [float(v[m].mean()) if m.any() else float("nan") for m in in_bin] for c, v in per_item.items()}
     return LossProbe(edges, losses, {c: float(v.mean()) for c, v in per_item.items()}, n, per_item)
-
-
-def _hidden(pipe: RewardEditPipeline, prompts: list[str], device) -> torch.Tensor:
-    from . import text
-
-    return text.encode_text(pipe.tokenizer, pipe.text_encoder, prompts, device).hidden_states

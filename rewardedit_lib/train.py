@@ -502,7 +502,8 @@ class TrainResult:
     metrics: list[dict] = field(default_factory=list)
 
 
-def _target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict under the scheduler's ``prediction_type`` (the loss probe uses it too)."""
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return noise
@@ -715,7 +716,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.accelerator.autocast():
             pred = self.model(x, t, hidden, **kwargs, return_dict=False)[0]
-        target = _target(self.noise_scheduler, target_latent, noise, t)
+        target = training_target(self.noise_scheduler, target_latent, noise, t)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
     def _step(self, step: int) -> torch.Tensor:
