@@ -8,7 +8,8 @@
 # come from PYTHONPATH. Writes OUT_DIR/session.log, one JSON per benchmark and toy-stage1.tar.gz.
 # TINY=1 runs the same steps with tiny models and a tiny toy run: a dry run of this script on a CPU.
 # ONLY=toy skips the benchmarks and gives the whole budget to the toy stage-1 model; TOY_STEPS=N trains it for
-# N steps instead of the preset's (the run stops at the budget and keeps its last checkpoint either way).
+# up to N steps instead of the preset's (`train --time-limit` stops it at the budget, saved and resumable);
+# TOY_N=N sets the number of toy triplets (default 40000, drawn on all CPU cores).
 set -u
 OUT=${1:?usage: gpu_session.sh OUT_DIR [BUDGET_S]}
 BUDGET=${2:-540}
@@ -18,7 +19,7 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 LOG="$OUT/session.log"
 PY=${PYTHON:-python3}
-if [ "${TINY:-0}" = 1 ]; then T="--tiny"; TOY_N=200; CHUNK=2; B1="2"; B2="2"; else T=""; TOY_N=20000; CHUNK=2000; B1="4 32"; B2="8 16"; fi
+if [ "${TINY:-0}" = 1 ]; then T="--tiny"; TOY_N=${TOY_N:-200}; B1="2"; B2="2"; else T=""; TOY_N=${TOY_N:-40000}; B1="4 32"; B2="8 16"; fi
 
 left() { echo $(( END - $(date +%s) )); }
 step() {  # step NAME LIMIT_S COMMAND...: run under min(LIMIT_S, time left), log everything
@@ -37,10 +38,12 @@ step() {  # step NAME LIMIT_S COMMAND...: run under min(LIMIT_S, time left), log
 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
   $PY -c "import bitsandbytes as b; print('bitsandbytes', b.__version__)" 2>&1 | tail -1; } 2>&1 | tee -a "$LOG"
 
-# The toy data for stage 1 is made on the CPU while the GPU benchmarks run (one core of many, niced).
+# The toy data for stage 1 is made on the CPU while the GPU benchmarks run (niced; all cores but two).
 TOY=/tmp/toy-stage1
 rm -rf "$TOY"; mkdir -p "$TOY"
-nice -n 10 $PY -m rewardedit_lib.cli toy-data --out "$TOY/data" --n "$TOY_N" --seed 0 > "$TOY/data.log" 2>&1 &
+WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
+nice -n 10 $PY -m rewardedit_lib.cli toy-data --out "$TOY/data" --n "$TOY_N" --seed 0 --workers "$WORKERS" \
+  > "$TOY/data.log" 2>&1 &
 GEN=$!
 
 if [ "${ONLY:-all}" != toy ]; then  # ONLY=toy: the whole budget goes to the toy stage-1 model
@@ -53,10 +56,12 @@ step train_compile 130 $PY benchmarks/train_throughput.py $T --compile --no-refe
   --json "$OUT/train_compile.json"
 fi
 
-wait $GEN; cat "$TOY/data.log" | tee -a "$LOG"
-TOY_BUDGET=$(( $(left) - 25 ))
-step toy_stage1 $(( TOY_BUDGET + 20 )) $PY tools/make_toy_stage1.py --profile toy-stage1-gpu --n "$TOY_N" \
-  ${TOY_STEPS:+--steps "$TOY_STEPS"} --budget-s "$TOY_BUDGET" --chunk "$CHUNK" --data "$TOY/data" --work "$TOY" --out "$TOY/asset" \
+T_GEN=$(date +%s); wait $GEN; cat "$TOY/data.log" | tee -a "$LOG"
+echo "== toy data: waited $(( $(date +%s) - T_GEN )) s for it" | tee -a "$LOG"
+# Training stops itself 40 s before the end (imports, then saving the checkpoint, the model and the card).
+TOY_BUDGET=$(( $(left) - 40 ))
+step toy_stage1 $(( TOY_BUDGET + 35 )) $PY tools/make_toy_stage1.py --profile toy-stage1-gpu --n "$TOY_N" \
+  ${TOY_STEPS:+--steps "$TOY_STEPS"} --budget-s "$TOY_BUDGET" --data "$TOY/data" --work "$TOY" --out "$TOY/asset" \
   --where "one $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo CPU)"
 if [ -d "$TOY/asset" ]; then tar -C "$TOY" -czf "$OUT/toy-stage1.tar.gz" asset run/metrics.jsonl run/summary.json; fi
 echo "== done, $(left) s of the budget left" | tee -a "$LOG"

@@ -20,7 +20,7 @@ def _cmd_toy_data(args: argparse.Namespace) -> int:
     from .toyworld import FlawRates, write_toy_dataset
 
     rates = FlawRates.parse(args.flaw_rates) if args.flaw_rates else FlawRates()
-    out = write_toy_dataset(args.out, n=args.n, seed=args.seed, rates=rates, size=args.size)
+    out = write_toy_dataset(args.out, n=args.n, seed=args.seed, rates=rates, size=args.size, workers=args.workers)
     print(f"wrote {args.n} toy triplets to {out} (seed {args.seed}, {args.size} px, flaw rates "
           f"following={rates.following} preserving={rates.preserving} quality={rates.quality}); "
           f"ground truth in {out / '_truth'}")
@@ -142,7 +142,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.no_ema:
             config.ema_decay = None
         result = train(config, args.data, args.out, rewards_path=args.rewards, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, time_limit_s=args.time_limit)
     except TrainingError as e:
         print(f"rewardedit train: error: {e}", file=sys.stderr)
         return 1
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flaw-rates", default=None, metavar="F,P,Q",
                    help="failure rates following,preserving,quality, e.g. 0.2,0.2,0.2 (the default) "
                         "or following=0.3,quality=0.1")
+    s.add_argument("--workers", type=int, default=1,
+                   help="processes drawing the triplets (the same folder for any number; default 1)")
     s.set_defaults(func=_cmd_toy_data)
 
     s = sub.add_parser("toy-bench", help="generate the toy Real-Edit benchmark (images/ + real_edit_instruct.json)")
@@ -253,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "kit's bundled toy stage-1 model)")
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    s.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="stop at the first step after S seconds (setup included), saving a checkpoint and the "
+                        "model; --resume latest continues (for a GPU session that ends on the clock)")
     s.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the profile's)")
     s.add_argument("--batch-size", type=int, default=None, help="global batch per optimizer step")
     s.add_argument("--grad-accum", type=int, default=None, help="gradient-accumulation micro-batches")

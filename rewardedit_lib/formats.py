@@ -445,31 +445,35 @@ def write_instructpix2pix(root: str | Path, triplets: Iterable[Triplet], image_f
     ``prompt.json`` holds ``edit`` plus the record's ``meta`` (e.g. ``input`` / ``output`` captions) and
     ``edit_type`` when known. Files are written with fixed settings so the same records give the same bytes.
     """
-    from PIL import Image
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    seeds: list[list] = []
-    for t in triplets:
-        if t.seed is None:
-            raise DataError(t.id, "seed", "a record needs a seed to be written in the InstructPix2Pix layout")
-        fdir = root / t.id
-        fdir.mkdir(parents=True, exist_ok=True)
-        prompt = dict(t.meta)
-        prompt["edit"] = t.instruction
-        if t.edit_type is not None:
-            prompt["edit_type"] = t.edit_type
-        (fdir / "prompt.json").write_text(json.dumps(prompt, indent=1, sort_keys=True) + "\n")
-        for suffix, img in (("0", t.source), ("1", t.edited)):
-            im = img if isinstance(img, Image.Image) else _load_image(img)
-            target = fdir / f"{t.seed}_{suffix}.{image_format}"
-            if image_format == "png":
-                im.save(target, optimize=False, compress_level=6)
-            else:
-                im.save(target, quality=95)
-        seeds.append([t.id, [t.seed]])
+    seeds = [write_instructpix2pix_folder(root, t, image_format) for t in triplets]
     atomic_write_text(root / "seeds.json", json.dumps(seeds) + "\n")
     return root
+
+
+def write_instructpix2pix_folder(root: str | Path, t: Triplet, image_format: str = "png") -> list:
+    """One triplet's folder of the InstructPix2Pix layout; returns its ``seeds.json`` entry ``[id, [seed]]``
+    (the caller writes ``seeds.json`` once, in order: parallel writers each write their own folders)."""
+    from PIL import Image
+
+    if t.seed is None:
+        raise DataError(t.id, "seed", "a record needs a seed to be written in the InstructPix2Pix layout")
+    fdir = Path(root) / t.id
+    fdir.mkdir(parents=True, exist_ok=True)
+    prompt = dict(t.meta)
+    prompt["edit"] = t.instruction
+    if t.edit_type is not None:
+        prompt["edit_type"] = t.edit_type
+    (fdir / "prompt.json").write_text(json.dumps(prompt, indent=1, sort_keys=True) + "\n")
+    for suffix, img in (("0", t.source), ("1", t.edited)):
+        im = img if isinstance(img, Image.Image) else _load_image(img)
+        target = fdir / f"{t.seed}_{suffix}.{image_format}"
+        if image_format == "png":
+            im.save(target, optimize=False, compress_level=6)
+        else:
+            im.save(target, quality=95)
+    return [t.id, [t.seed]]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from .formats import (
     EDIT_TYPES,
     BenchItem,
     Triplet,
-    write_instructpix2pix,
+    atomic_write_text,
+    write_instructpix2pix_folder,
     write_real_edit,
 )
 
@@ -743,27 +744,49 @@ def iter_triplets(n: int, seed: int = 0, *, rates: FlawRates = FlawRates(), size
 # --------------------------------------------------------------------------------------------------
 # Writing the real formats
 # --------------------------------------------------------------------------------------------------
+def _write_share(args: tuple[str, int, int, int, FlawRates, int]) -> list[tuple[list, str]]:
+    """Write triplets ``start .. start+n-1`` (folders and ideal edits); return their (seeds.json entry, truth
+    line) in order: one worker's share of :func:`write_toy_dataset`."""
+    from PIL import Image
+
+    out, start, n, seed, rates, size = args
+    rows = []
+    for tt in iter_triplets(n, seed, rates=rates, size=size, start=start):
+        entry = write_instructpix2pix_folder(out, tt.to_record())
+        Image.fromarray(tt.ideal).save(Path(out) / "_truth" / "ideal" / f"{tt.folder}.png", optimize=False,
+                                       compress_level=6)
+        rows.append((entry, json.dumps(tt.truth(), sort_keys=True)))
+    return rows
+
+
 def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: FlawRates = FlawRates(),
-                      size: int = 32) -> Path:
+                      size: int = 32, workers: int = 1) -> Path:
     """Write ``n`` triplets in the InstructPix2Pix folder layout plus ``_truth/`` beside them.
 
     Layout: ``<folder>/prompt.json``, ``<folder>/<seed>_0.png`` (source), ``<folder>/<seed>_1.png``
     (edited), top-level ``seeds.json``; ``_truth/flaws.jsonl`` (one line per folder),
     ``_truth/ideal/<folder>.png`` (the correct edit) and ``_truth/generator.json`` (how to regenerate).
-    """
-    from PIL import Image
 
+    ``workers`` > 1 draws and writes the triplets in that many processes (20,000 take ~100 s on one core):
+    every triplet is a function of ``(seed, index)`` alone, so the folder is the same byte for byte.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     truth_dir = out / "_truth"
     (truth_dir / "ideal").mkdir(parents=True, exist_ok=True)
-    records: list[Triplet] = []
-    truth_lines: list[str] = []
-    for tt in iter_triplets(n, seed, rates=rates, size=size):
-        records.append(tt.to_record())
-        truth_lines.append(json.dumps(tt.truth(), sort_keys=True))
-        Image.fromarray(tt.ideal).save(truth_dir / "ideal" / f"{tt.folder}.png", optimize=False,
-                                       compress_level=6)
-    write_instructpix2pix(out, records)
+    step = max(1, -(-n // (4 * workers)))  # a few shares per worker, so one slow share does not hold the rest
+    shares = [(str(out), a, min(step, n - a), seed, rates, size) for a in range(0, n, step)]
+    if workers == 1 or len(shares) == 1:
+        parts = [_write_share(s) for s in shares]
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(workers, len(shares))) as pool:
+            parts = pool.map(_write_share, shares)  # results in share order
+    rows = [r for part in parts for r in part]
+    atomic_write_text(out / "seeds.json", json.dumps([e for e, _ in rows]) + "\n")
+    truth_lines = [t for _, t in rows]
     (truth_dir / "flaws.jsonl").write_text("\n".join(truth_lines) + "\n")
     manifest = {"generator": GENERATOR_VERSION, "kind": "train", "n": n, "seed": seed, "size": size,
                 "flaw_rates": asdict(rates),

@@ -58,7 +58,11 @@ def test_regenerating_the_stage1_model_reproduces_the_bundled_one(tmp_path):
                     "--work", str(tmp_path / "work"), "--profile", profile,
                     *(["--steps", str(steps)] if steps else [])], check=True)
     new, old = T.read_metrics(tmp_path / "asset"), T.read_metrics(T.TOY_STAGE1)
-    assert [r["step"] for r in new] == [r["step"] for r in old]
+    # a model made in time-limited parts has an extra row where each part stopped; one go logs a subset
+    steps = {r["step"] for r in new}
+    assert steps <= {r["step"] for r in old}
+    old = [r for r in old if r["step"] in steps]
+    assert len(new) == len(old) >= 10
     # Same data, seed and schedule: the first steps agree to float noise; later, rounding differences of
     # another machine's kernels grow (training is chaotic), so the end is compared as an average.
     a, b = torch.tensor([r["loss"] for r in new]), torch.tensor([r["loss"] for r in old])

@@ -121,6 +121,15 @@ def test_same_seed_gives_byte_identical_trees(tmp_path):
         assert ta[rel] == tb[rel], f"{rel} differs between two runs with the same seed"
 
 
+def test_parallel_workers_write_the_same_tree(tmp_path):
+    a = tree_bytes(write_toy_dataset(tmp_path / "a" / "toy", n=23, seed=3))
+    b = tree_bytes(write_toy_dataset(tmp_path / "b" / "toy", n=23, seed=3, workers=3))  # uneven shares
+    assert sorted(a) == sorted(b) and len(a) == 23 * 4 + 3
+    assert [r for r in a if a[r] != b[r]] == []
+    with pytest.raises(ValueError, match="workers"):
+        write_toy_dataset(tmp_path / "c", n=2, workers=0)
+
+
 def test_different_seed_gives_different_data(tmp_path):
     a = tree_bytes(write_toy_dataset(tmp_path / "a" / "toy", n=30, seed=3))
     b = tree_bytes(write_toy_dataset(tmp_path / "b" / "toy", n=30, seed=4))

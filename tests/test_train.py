@@ -207,6 +207,37 @@ def test_kill_9_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(d
     assert len(lb) == 9 and torch.allclose(torch.tensor(la), torch.tensor(lb), atol=1e-6)
 
 
+def test_a_time_limit_stops_at_a_step_saves_and_resumes_to_the_uninterrupted_run(data, tmp_path):
+    d, _ = data
+    cfg = tiny(stage=1, max_steps=5, checkpoint_every=2)
+    straight = T.train(cfg, d, tmp_path / "straight", progress=False)
+    stopped = T.train(cfg, d, tmp_path / "run", progress=False, time_limit_s=0)  # out of time after step 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert stopped.steps == 1 and summary["steps"] == 1 and summary["stopped_early"] is True
+    assert [c.name for c in T.list_checkpoints(tmp_path / "run")] == ["checkpoint-000001"]
+    assert (tmp_path / "run" / "model" / "model_index.json").exists()  # a usable model of step 1
+    assert [r["step"] for r in T.read_metrics(tmp_path / "run")] == [1]
+    done = T.train(cfg, d, tmp_path / "run", resume="latest", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert done.steps == 5 and summary["stopped_early"] is False and summary["resumed_from"] == 1
+    assert summary["wall_s_total"] >= summary["wall_s"] > 0
+    a, b = weights(tmp_path / "straight" / "model"), weights(tmp_path / "run" / "model")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    la = [r["loss"] for r in straight.metrics]
+    lb = [r["loss"] for r in T.read_metrics(tmp_path / "run")]
+    assert torch.allclose(torch.tensor(la), torch.tensor(lb), atol=1e-6)
+
+
+def test_ensure_trained_resumes_a_run_that_a_time_limit_stopped(data, tmp_path):
+    d, _ = data
+    cfg = tiny(stage=1, max_steps=3, checkpoint_every=0)
+    out = tmp_path / "run"
+    T.train(cfg, d, out, progress=False, time_limit_s=0)  # a model, a summary and a checkpoint of step 1
+    (out / "run.json").write_text(json.dumps(T._run_record(cfg, d, None)))  # as ensure_trained marks its runs
+    result = T.ensure_trained(cfg, d, out, progress=False)
+    assert result.steps == 3 and result.resumed_from == 1
+
+
 def test_resume_refuses_other_settings_and_a_missing_checkpoint(data, tmp_path):
     d, _ = data
     T.train(tiny(stage=1, max_steps=2, checkpoint_every=1), d, tmp_path / "run", progress=False)

@@ -3,7 +3,7 @@
     .venv/bin/python tools/make_toy_stage1.py                  # regenerate the bundled model (~35 min, 2 cores)
     .venv/bin/python tools/make_toy_stage1.py --out DIR        # somewhere else (the slow test does this)
     .venv/bin/python tools/make_toy_stage1.py --from-run RUN   # bundle a run that already finished
-    python tools/make_toy_stage1.py --profile toy-stage1-gpu --n 20000 --work W   # on a GPU (the bundled one)
+    python tools/make_toy_stage1.py --profile toy-stage1-gpu --budget-s 480 --steps 50000   # on a GPU
 
 It runs exactly the two commands its card documents --
 
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ASSET = ROOT / "rewardedit_lib" / "assets" / "toy-stage1"
 SEED = 0
-DEFAULT_N = {"toy-stage1": 5000, "toy-stage1-gpu": 20000}
+DEFAULT_N = {"toy-stage1": 5000, "toy-stage1-gpu": 40000}
 
 CARD = """# Toy stage-1 model (InstructPix2Pix on the flawed toy world)
 
@@ -43,13 +43,14 @@ multi-reward model are fine-tuned from this model, as the paper fine-tunes its s
   (frozen, random init from seed 0 on the training device: a GPU draws other numbers than a CPU, so the
   folder carries it). Predicts the clean image (`prediction_type="sample"`).
 * **Training**: preset `{profile}` -- {steps} steps, batch {batch}, AdamW lr {lr} (warm-up {warmup}),
-  EMA {ema} (these weights are the EMA), conditioning dropout {cdrop}; final loss {loss:.4f}.
+  EMA {ema} (these weights are the EMA), conditioning dropout {cdrop}; final loss {loss:.4f} (mean of the
+  last logged steps).
 * **Made by** (wall time {wall:.0f} s on {where}):
 
 ```
 rewardedit toy-data --out WORK/data --n {n} --seed {seed}
 rewardedit train --profile {profile} --stage 1 --data WORK/data --out WORK/run --no-progress{steps_flag}
-python tools/make_toy_stage1.py --from-run WORK/run     # copies model/ + logs here
+python tools/make_toy_stage1.py --from-run WORK/run --profile {profile}   # copies model/ + logs here
 ```
 
 `tools/make_toy_stage1.py` runs all three; `pytest -m slow tests/test_toy_stage1.py` regenerates the model
@@ -62,6 +63,12 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
+def _final_loss(run_dir: Path, summary: dict) -> float:
+    """The last metrics row's loss (a mean over ``log_every`` steps): the summary's is one step's, noisier."""
+    lines = [ln for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1])["loss"] if lines else summary["final_loss"]
+
+
 def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profile: str = "toy-stage1") -> Path:
     """Copy a finished stage-1 run into an asset folder and write its card."""
     cfg = json.loads((run_dir / "train_config.json").read_text())
@@ -71,6 +78,11 @@ def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profil
     shutil.copytree(run_dir / "model", tmp)
     shutil.copy2(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
     public = {k: v for k, v in cfg.items() if k not in ("data_dir", "rewards_path")}
+    if summary["steps"] != cfg["max_steps"]:  # `--time-limit` stopped it: it is the run with --steps N ...
+        if not cfg["lr_schedule"].startswith("constant"):  # ... when the schedule does not depend on max_steps
+            raise SystemExit(f"{run_dir} stopped at step {summary['steps']} of {cfg['max_steps']} with the "
+                             f"{cfg['lr_schedule']!r} schedule: finish it (--resume latest) before bundling")
+        public["max_steps"] = summary["steps"]
     (tmp / "train_config.json").write_text(json.dumps(public, indent=1) + "\n")
     grids = sorted((run_dir / "samples").glob("step-*.png"))
     if grids:
@@ -81,13 +93,14 @@ def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profil
 
     from rewardedit_lib.train import PRESETS
 
-    steps_flag = "" if cfg["max_steps"] == PRESETS[profile]["max_steps"] else f" --steps {cfg['max_steps']}"
+    steps = summary["steps"]  # a run stopped by --time-limit reached fewer than max_steps: --steps N remakes it
+    steps_flag = "" if steps == PRESETS[profile]["max_steps"] else f" --steps {steps}"
 
     unet_params = sum(t.numel() for t in load_file(str(tmp / "unet" / "diffusion_pytorch_model.safetensors")).values())
     (tmp / "README.md").write_text(CARD.format(
-        n=cfg["examples"], seed=SEED, profile=profile, steps_flag=steps_flag, unet_params=unet_params, steps=cfg["max_steps"], batch=cfg["batch_size"], lr=cfg["lr"],
+        n=cfg["examples"], seed=SEED, profile=profile, steps_flag=steps_flag, unet_params=unet_params, steps=steps, batch=cfg["batch_size"], lr=cfg["lr"],
         warmup=cfg["warmup_steps"], ema=cfg["ema_decay"], cdrop=cfg["conditioning_dropout"],
-        loss=summary["final_loss"], wall=summary["wall_s"], where=where) + (f"\n## Measured\n\n{note}\n" if note else ""))
+        loss=_final_loss(run_dir, summary), wall=summary.get("wall_s_total", summary["wall_s"]), where=where) + (f"\n## Measured\n\n{note}\n" if note else ""))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -101,14 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--where", default=None, help="machine description for the card (default: measured here)")
     ap.add_argument("--note", default=None, help="a measured result to add to the card (with its command)")
     ap.add_argument("--profile", default="toy-stage1", choices=sorted(DEFAULT_N), help="training preset")
-    ap.add_argument("--n", type=int, default=None, help="toy triplets (default: 5000 on CPU, 20000 on GPU)")
+    ap.add_argument("--n", type=int, default=None, help="toy triplets (default: 5000 on CPU, 40000 on GPU)")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="train in chunks of --chunk steps (each resuming the last: the same run as one go) "
-                         "while the next chunk fits in this many seconds; bundles the last finished chunk")
+                    help="train for at most this many seconds (`train --time-limit`: it stops at a step "
+                         "boundary and saves); the card gives the steps reached, which `--steps` remakes")
     ap.add_argument("--data", type=Path, default=None,
                     help="use this folder, made by `rewardedit toy-data --n N --seed 0`, instead of making it")
-    ap.add_argument("--chunk", type=int, default=2000, help="steps per chunk with --budget-s")
     args = ap.parse_args(argv)
     import os
     import platform
@@ -124,21 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         n = args.n or DEFAULT_N[args.profile]
         data = args.data or work / "data"
         if args.data is None:
-            run([*exe, "toy-data", "--out", str(data), "--n", str(n), "--seed", str(SEED)])
+            run([*exe, "toy-data", "--out", str(data), "--n", str(n), "--seed", str(SEED),
+                 "--workers", str(max(1, (os.cpu_count() or 1) - 1))])
         train = [*exe, "train", "--profile", args.profile, "--stage", "1", "--data", str(data),
                  "--out", str(work / "run"), "--no-progress"]
-        if args.budget_s is None:
-            run([*train, *(["--steps", str(args.steps)] if args.steps else [])])
-        else:
-            steps, t_train = 0, time.perf_counter()
-            while True:
-                t = time.perf_counter()
-                run([*train, "--steps", str(steps + args.chunk), *(["--resume", "latest"] if steps else [])])
-                steps += args.chunk
-                took = time.perf_counter() - t
-                if time.perf_counter() - t_train + 1.1 * took > args.budget_s or (args.steps and steps >= args.steps):
-                    break
-            print(f"{steps} steps fit in the budget of {args.budget_s:.0f} s")
+        run([*train, *(["--steps", str(args.steps)] if args.steps else []),
+             *(["--time-limit", str(args.budget_s)] if args.budget_s else [])])
         print(f"trained in {time.perf_counter() - t0:.0f} s")
         print(bundle(work / "run", args.out, where, args.note, args.profile))
     return 0
