@@ -179,9 +179,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # lr 3e-4 keeps more of stage 1's skill than 1e-3 (both models edited better in a measured run); the new
     # reward modules learn at 10x that (reward_lr_scale), so 300 steps are enough for them to matter (3x and
     # 10x measured alike; 30x hurt quality). On the course's 700 triplets (14 epochs) both models lose part
-    # of stage 1's skill (loss on held-out perfect edits, baseline / multi-reward: 0.0267 / 0.0259 against
-    # stage 1's 0.0244); `--set n_train=5000` loses less (0.0256 / 0.0245) but costs the course 190 s more,
-    # and its judged edits were no better at this scale.
+    # of stage 1's skill (with the earlier 1,500-step stage-1 model, loss on held-out perfect edits, baseline
+    # / multi-reward: 0.0267 / 0.0259 against stage 1's 0.0244); `--set n_train=5000` lost less (0.0256 /
+    # 0.0245) but costs the course 190 s more, and its judged edits were no better at this scale.
     "toy-cpu": dict(model="toy", max_steps=300, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",
                     warmup_steps=20, ema_decay=0.999, zero_init_rewards=True, reward_lr_scale=10.0, checkpoint_every=100,
                     log_every=10, validation_steps=20),
