@@ -58,10 +58,15 @@ fi
 
 T_GEN=$(date +%s); wait $GEN; cat "$TOY/data.log" | tee -a "$LOG"
 echo "== toy data: waited $(( $(date +%s) - T_GEN )) s for it" | tee -a "$LOG"
-# Training stops itself 40 s before the end (imports, then saving the checkpoint, the model and the card).
-TOY_BUDGET=$(( $(left) - 40 ))
-step toy_stage1 $(( TOY_BUDGET + 35 )) $PY tools/make_toy_stage1.py --profile toy-stage1-gpu --n "$TOY_N" \
+# Training stops itself 60 s before the end: saving, then bundling (its imports alone took ~15 s on the
+# device, and one session lost its card to the time limit). The run folder comes back either way.
+TOY_BUDGET=$(( $(left) - 60 ))
+step toy_stage1 $(( TOY_BUDGET + 55 )) $PY tools/make_toy_stage1.py --profile toy-stage1-gpu --n "$TOY_N" \
   ${TOY_STEPS:+--steps "$TOY_STEPS"} --budget-s "$TOY_BUDGET" --data "$TOY/data" --work "$TOY" --out "$TOY/asset" \
   --where "one $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo CPU)"
-if [ -d "$TOY/asset" ]; then tar -C "$TOY" -czf "$OUT/toy-stage1.tar.gz" asset run/metrics.jsonl run/summary.json; fi
+# the asset if it was bundled, and always the finished run (`make_toy_stage1.py --from-run run` bundles it)
+if [ -d "$TOY/run/model" ]; then
+  tar -C "$TOY" -czf "$OUT/toy-stage1.tar.gz" $( [ -d "$TOY/asset" ] && echo asset ) run/model run/metrics.jsonl \
+    run/summary.json run/train_config.json run/samples
+fi
 echo "== done, $(left) s of the budget left" | tee -a "$LOG"
