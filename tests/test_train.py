@@ -162,13 +162,15 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data
 
 # -- exact resume after kill -9 -------------------------------------------------------------------
 RUNNER = textwrap.dedent("""
-    import json, sys, time, torch
+    import json, os, sys, time, torch
     torch.set_num_threads(1)
     from rewardedit_lib import train as T
     cfg = T.TrainConfig.from_json(json.loads(sys.argv[1]))
     slow = float(sys.argv[5])
+    limit = float(os.environ["TEST_TIME_LIMIT"]) if "TEST_TIME_LIMIT" in os.environ else None
     T.Trainer(cfg, sys.argv[2], sys.argv[3], sys.argv[4] if sys.argv[4] != "-" else None, progress=False,
-              step_callback=lambda step, row: time.sleep(slow)).train(resume=sys.argv[6] if len(sys.argv) > 6 else None)
+              step_callback=lambda step, row: time.sleep(slow)).train(resume=sys.argv[6] if len(sys.argv) > 6 else None,
+                                                                      time_limit_s=limit)
 """)
 
 
@@ -271,6 +273,15 @@ def test_two_gloo_processes_train_on_the_same_global_batch_as_one(data, tmp_path
     assert len(l1) == len(l2) == 4 and torch.allclose(l1, l2, rtol=1e-4, atol=1e-5), (l1, l2)
     a, b = weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    # a time limit stops both processes at the same step (process 0's clock), with no process left waiting
+    stopped = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                              "--master_port", str(29500 + (os.getpid() + 1) % 1000),
+                              *(_runner(cfg, d, tmp_path / "limited", None)[1:])],
+                             env={**env, "TEST_TIME_LIMIT": "0"}, capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    summary = json.loads((tmp_path / "limited" / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["stopped_early"] and summary["num_processes"] == 2
+    assert (tmp_path / "limited" / "model" / "model_index.json").exists()
 
 
 def test_the_train_throughput_benchmark_runs_tiny_and_prints_the_ratio(capsys):
