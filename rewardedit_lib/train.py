@@ -864,7 +864,7 @@ class Trainer:
         t0, seen, last_loss, window = time.perf_counter(), 0, None, []
         window_t = time.perf_counter()
         pending: list[torch.Tensor] = []  # losses on the device, not yet read (see _step)
-        done = start
+        done, checkpointed = start, None  # checkpointed: the step of the last checkpoint this loop saved
         for step in range(start, config.max_steps):
             pending.append(self._step(step))
             done = step + 1
@@ -910,8 +910,9 @@ class Trainer:
                     history.append(row)
                 if self.step_callback is not None:
                     self.step_callback(done, row)
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.max_steps:
+            if config.checkpoint_every and done % config.checkpoint_every == 0:
                 self.save_checkpoint(done)
+                checkpointed = done
             if config.validate_every and done % config.validate_every == 0 and done < config.max_steps:
                 self.validate(done)
             if out_of_time:
@@ -922,7 +923,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         wall = time.perf_counter() - t0
-        if not (config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.max_steps):
+        if checkpointed != done:  # the last step, or where a time limit stopped, unless saved above
             self.save_checkpoint(done)
         self.validate(done)
         model_dir = self.save_model()

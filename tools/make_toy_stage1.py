@@ -65,8 +65,10 @@ def run(cmd: list[str]) -> None:
 
 def _final_loss(run_dir: Path, summary: dict) -> float:
     """The last metrics row's loss (a mean over ``log_every`` steps): the summary's is one step's, noisier."""
-    lines = [ln for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    return json.loads(lines[-1])["loss"] if lines else summary["final_loss"]
+    from rewardedit_lib.train import read_metrics
+
+    rows = read_metrics(run_dir)
+    return rows[-1]["loss"] if rows else summary["final_loss"]
 
 
 def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profile: str = "toy-stage1") -> Path:
