@@ -317,6 +317,53 @@ def test_quality_is_independent_of_the_other_flaws() -> None:
         assert j.quality.score < 5 and (j.following.score, j.preserving.score) == (5, 5), (t.instruction, kind, j)
 
 
+def _faint_grain(img: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Grain of about one grey level, as a diffusion model's edits carry: visible to a pixel count only."""
+    g = np.random.default_rng(seed).integers(-1, 2, size=img.shape)
+    return np.clip(img.astype(np.int32) + g, 0, 255).astype(np.uint8)
+
+
+def test_faint_grain_is_no_quality_failure() -> None:
+    """Grain of a grey level is measured (the comparisons model it) but a viewer does not see it."""
+    for t in tw.iter_triplets(12, seed=21, rates=tw.FlawRates(0, 0, 0)):
+        q = tj.assess_quality(_faint_grain(t.edited))
+        assert q.kind == "noise" and 0.7 <= q.noise_sigma < tj.NOISE_VISIBLE, q
+        assert q.finding is None and q.score == 5, q
+        j = tj.assess(t.instruction, t.source, _faint_grain(t.edited))
+        assert (j.following.score, j.preserving.score, j.quality.score) == (5, 5, 5), (t.instruction, j)
+
+
+def test_faint_grain_does_not_hide_blur() -> None:
+    """Version 1 called a grainy blurred edit "some grainy noise" (a yes): blur is graded under grain too."""
+    for t in find("Local", "quality", "blur", 6):
+        clean = tj.assess_quality(t.edited)
+        grainy = tj.assess_quality(_faint_grain(t.edited))
+        assert clean.finding == grainy.finding == "blur", (clean, grainy)
+        assert grainy.score <= 3 and abs(grainy.edge_width - clean.edge_width) < 0.5, (clean, grainy)
+
+
+def test_edge_width_grades_blur() -> None:
+    """In-between pixels per edge: 0 for a drawing; about 2 once an edge is softened at all (one [1, 2, 1]
+    pass leaves 1/4 and 3/4 of the step in two pixels; the data's flaw is two passes); the verdict turns
+    at BLUR_VISIBLE, half-way."""
+    one_pass, drawn, flawed = [], [], []
+    rng = np.random.default_rng(0)
+    for t in tw.iter_triplets(40, seed=23, rates=tw.FlawRates(0, 0, 0)):
+        x = t.edited.astype(np.float32)
+        p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        x = (p[:-2, 1:-1] + 2 * p[1:-1, 1:-1] + p[2:, 1:-1]) / 4.0
+        p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        x = (p[1:-1, :-2] + 2 * p[1:-1, 1:-1] + p[1:-1, 2:]) / 4.0
+        soft = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        for img, out in ((t.edited, drawn), (soft, one_pass), (tw.degrade(t.edited, "blur", rng), flawed)):
+            q = tj.assess_quality(img)
+            if q.edge_width is not None:
+                out.append(q.edge_width)
+                assert (q.finding == "blur") == (out is not drawn) and q.score <= (5 if out is drawn else 3), q
+    assert len(drawn) >= 30 and len(one_pass) >= 30 and len(flawed) >= 30
+    assert max(drawn) == 0.0 < tj.BLUR_VISIBLE < 1.5 <= min(np.median(one_pass), np.median(flawed)) <= 2.0
+
+
 # --------------------------------------------------------------------------------------------------
 # The pieces
 # --------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from ..formats import (
 )
 from . import prompts
 from .client import (
+    TOY_JUDGE_MODEL,
     AnswerCache,
     CostEstimate,
     JsonlLog,
@@ -58,7 +59,7 @@ from .client import (
     sha256_hex,
 )
 
-TOY_MODEL = "toy-judge"
+TOY_MODEL = TOY_JUDGE_MODEL
 
 
 @dataclass

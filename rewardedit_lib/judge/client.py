@@ -71,10 +71,12 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVa
 from urllib.parse import urlsplit, urlunsplit
 
 from ..formats import MAX_SCORE
-from . import prompts
+from . import prompts, toy_judge
 from .prompts import Annotation, AnswerError, Verdict
 
 T = TypeVar("T")
+#: The model name the kit's toy judge answers to (its server's default).
+TOY_JUDGE_MODEL = "toy-judge"
 
 # --------------------------------------------------------------------------------------------------
 # Prices and estimates
@@ -225,9 +227,13 @@ def sha256_hex(data: bytes) -> str:
 
 def request_key(model: str, perspective: str, mode: str, instruction: str, source_sha256: str,
                 edited_sha256: str, *, detail: str = "low", prompt_version: str | None = None) -> str:
-    """The cache key of one judgement: any change to what is asked, or to whom, asks again."""
+    """The cache key of one judgement: any change to what is asked, or to whom, asks again.
+
+    For the kit's toy judge "whom" includes its version: a judgement cached by an older toy judge is not
+    reused after the judge changed (a hosted model's name is all the kit can know of it).
+    """
     payload = {
-        "model": model,
+        "model": model if model != TOY_JUDGE_MODEL else f"{model}/{toy_judge.JUDGE_VERSION}",
         "prompt_version": prompts.PROMPT_VERSION if prompt_version is None else prompt_version,
         "perspective": perspective,
         "mode": mode,

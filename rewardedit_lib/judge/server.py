@@ -46,9 +46,9 @@ from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator, Mapping
 
-from . import prompts, toy_judge
+from . import client, prompts, toy_judge
 
-DEFAULT_MODEL = "toy-judge"
+DEFAULT_MODEL = client.TOY_JUDGE_MODEL
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Tokens OpenAI bills for one ``detail="low"`` image (a fixed 85); ``"high"`` adds 170 per 512 px tile.
 LOW_DETAIL_IMAGE_TOKENS = 85
