@@ -155,6 +155,8 @@ def run_kit(comp: T.Components, data: Path, rewards: Path, batch: int, steps: in
         precision = "fp16"  # what a T4 runs
     else:
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if (changes or {}).get("master_weights"):
+        precision = "bf16"  # bf16 weights, fp32 master copy (a CPU runs it too, slowly)
     steps = -(-steps // warmup) * warmup
     overrides = dict(ema_decay=0.9999) if profile == "sd15" else {}
     config = T.preset(profile, batch_size=batch, grad_accum=1, max_steps=warmup + steps, resolution=resolution,

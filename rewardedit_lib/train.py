@@ -50,6 +50,7 @@ from PIL import Image
 from . import models, text
 from .formats import DataError, Loaded, Triplet, atomic_write_text, read_instructpix2pix
 from .pipeline import PERFECT_SCORES, DEFAULT_REWARD_TEXT, RewardEditPipeline, random_pipeline
+from .precision import MasterWeights
 from .reward import UNET_SUBFOLDER, RewardUNet
 
 #: The kit's toy stage-1 model (plain InstructPix2Pix on the flawed toy world), bundled so the course can
@@ -108,6 +109,7 @@ class TrainConfig:
     missing_rewards: str = "error"  # "error" | "skip": a training folder without a rewards entry
     # precision and memory
     mixed_precision: str = "no"  # no | bf16 | fp16
+    master_weights: bool = False  # bf16: the model's weights in bf16, an fp32 copy in the optimizer (no autocast)
     gradient_checkpointing: bool = False
     allow_tf32: bool = True
     channels_last: bool = True  # CUDA: NHWC activations (cuDNN's fast convolution layout)
@@ -139,6 +141,8 @@ class TrainConfig:
             (0 <= self.reward_dropout <= 1, "reward_dropout", "in [0, 1]"),
             (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", "in (0, 1) or None"),
             (self.mixed_precision in PRECISIONS, "mixed_precision", f"one of {PRECISIONS}"),
+            (not self.master_weights or (self.mixed_precision == "bf16" and not self.use_8bit_adam),
+             "master_weights", "False unless mixed_precision='bf16' (and use_8bit_adam off)"),
             (self.missing_rewards in ("error", "skip"), "missing_rewards", "'error' or 'skip'"),
             (self.checkpoint_every >= 0 and self.keep_checkpoints >= 1, "checkpoint_every / keep_checkpoints",
              ">= 0 / >= 1"),
@@ -557,9 +561,12 @@ class Trainer:
         self.progress = progress
         self.step_callback = step_callback
         self._components = components
+        self.master: MasterWeights | None = None  # set up in _setup when config.master_weights
         # torchrun on a machine without a GPU: accelerate joins the process group (gloo) only when told cpu=True.
         multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=multi_cpu,
+        # master weights: the model itself is bf16, so nothing is left for autocast to cast
+        self.accelerator = Accelerator(mixed_precision="no" if config.master_weights else config.mixed_precision,
+                                       cpu=multi_cpu,
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
         if self.accelerator.num_processes > 1 and config.batch_size % (self.accelerator.num_processes * config.grad_accum):
             raise TrainingError(f"batch_size={config.batch_size} must split evenly over "
@@ -590,13 +597,19 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         params = [p for p in model.parameters() if p.requires_grad]
         raw = model
+        # With master weights the optimizer, clipping and EMA work on fp32 copies of the (now bf16) params.
+        self.master = MasterWeights(params, torch.bfloat16) if config.master_weights else None
+        if self.master is not None:
+            raw.to(torch.bfloat16)  # the few parameters and buffers that are not trained, too
+        opt_params = self.master.tensors if self.master is not None else params
         if config.compile:
             model = torch.compile(model)  # the whole composed model: the reward hooks are traced with the UNet
-        groups: Any = params
+        groups: Any = opt_params
         if config.reward_lr_scale != 1.0 and raw.reward is not None:
             new = {id(p) for p in raw.reward.parameters()}
-            groups = [{"params": [p for p in params if id(p) not in new]},
-                      {"params": [p for p in params if id(p) in new], "lr": config.lr * config.reward_lr_scale}]
+            groups = [{"params": [q for p, q in zip(params, opt_params) if id(p) not in new]},
+                      {"params": [q for p, q in zip(params, opt_params) if id(p) in new],
+                       "lr": config.lr * config.reward_lr_scale}]
         self.optimizer = _make_optimizer(groups, config, fused=device.type == "cuda")
         from diffusers.optimization import get_scheduler
 
@@ -606,11 +619,11 @@ class Trainer:
         if config.ema_decay is not None:
             from diffusers.training_utils import EMAModel
 
-            self.ema = EMAModel(params, decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
+            self.ema = EMAModel(opt_params, decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
                                 foreach=device.type == "cuda")
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model: RewardUNet = raw
-        self.params = params
+        self.params = opt_params  # what the optimizer, clipping and EMA update (the fp32 master copy if any)
 
     @property
     def _parks_frozen(self) -> bool:
@@ -654,7 +667,8 @@ class Trainer:
         tmp = root / f"{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.raw_model.save_pretrained(tmp / MODEL_SUBDIR)
+        with self._full_precision():
+            self.raw_model.save_pretrained(tmp / MODEL_SUBDIR)
         torch.save(self._state(), tmp / "training_state.pt")
         atomic_write_text(tmp / "state.json", json.dumps({"step": step, "config": self.config.to_json()}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
@@ -678,9 +692,10 @@ class Trainer:
             raise TrainingError(f"--resume {path}: the checkpoint was trained with different "
                                 f"{', '.join(sorted(same))}; resume with the same settings")
         loaded = RewardUNet.from_pretrained(path / MODEL_SUBDIR)
-        self.raw_model.unet.load_state_dict(loaded.unet.state_dict())
-        if self.raw_model.reward is not None:
-            self.raw_model.reward.load_state_dict(loaded.reward.state_dict())
+        with self._full_precision():  # into the fp32 master copy, when there is one
+            self.raw_model.unet.load_state_dict(loaded.unet.state_dict())
+            if self.raw_model.reward is not None:
+                self.raw_model.reward.load_state_dict(loaded.reward.state_dict())
         blob = torch.load(path / "training_state.pt", map_location=self.accelerator.device, weights_only=False)
         self.optimizer.load_state_dict(blob["optimizer"])
         self.lr_scheduler.load_state_dict(blob["lr_scheduler"])
@@ -714,6 +729,8 @@ class Trainer:
             if self.config.reward_dropout > 0:
                 kwargs["reward_known"] = (~plan.drop_reward.to(device)).float()
         x = torch.cat([noisy, src], dim=1)
+        if self.master is not None:  # no autocast: the inputs in the weights' precision
+            x, hidden = x.to(self.master.dtype), hidden.to(self.master.dtype)
         if device.type == "cuda" and self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.accelerator.autocast():
@@ -747,11 +764,15 @@ class Trainer:
                 acc.backward(loss / config.grad_accum)
             total += loss.detach() / config.grad_accum
         mean_loss = acc.reduce(total, reduction="mean")
+        if self.master is not None:
+            self.master.grads_from_model()
         if config.max_grad_norm:
             acc.clip_grad_norm_(self.params, config.max_grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.master is not None:
+            self.master.copy_to_model()
         if self.ema is not None:
             self.ema.step(self.params)
         return mean_loss
@@ -764,9 +785,14 @@ class Trainer:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def _full_precision(self):
+        """The model holds the fp32 master weights for the duration (a no-op without master weights)."""
+        return self.master.full_precision() if self.master is not None else nullcontext()
+
     @contextmanager
     def _with_ema(self) -> Iterator[None]:
-        """The EMA weights in the model for the duration (nothing changes without EMA)."""
+        """The EMA weights in the model for the duration (nothing changes without EMA). With master weights
+        the EMA tracks the fp32 copy: call this inside :meth:`_full_precision`, where the model holds it."""
         if self.ema is None:
             yield
             return
@@ -786,7 +812,7 @@ class Trainer:
         examples = [self.data.triplets[i] for i in range(k)]
         self.raw_model.eval()
         try:
-            with self._with_ema(), self._frozen_on_device():
+            with self._full_precision(), self._with_ema(), self._frozen_on_device():
                 pipe = self._pipeline()
                 res = self.config.resolution
                 srcs = [_to_uint8(image_tensor(t.load_source(), res)) for t in examples]
@@ -815,7 +841,7 @@ class Trainer:
         out = self.out_dir / MODEL_SUBDIR
         tmp = self.out_dir / f"{MODEL_SUBDIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        with self._with_ema(), self._frozen_on_device():
+        with self._full_precision(), self._with_ema(), self._frozen_on_device():
             self._pipeline().save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)

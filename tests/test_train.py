@@ -230,6 +230,47 @@ def test_a_time_limit_stops_at_a_step_saves_and_resumes_to_the_uninterrupted_run
     assert torch.allclose(torch.tensor(la), torch.tensor(lb), atol=1e-6)
 
 
+def test_master_weights_train_bf16_weights_from_an_fp32_copy_and_resume_exactly(data, tmp_path):
+    """bf16 weights in the model (no autocast casts), fp32 in the optimizer, the checkpoints and the saved
+    model: the run learns like the fp32 one, and a stopped run resumes to the same fp32 weights."""
+    d, rewards = data
+    cfg = tiny(stage=2, max_steps=6, checkpoint_every=2, mixed_precision="bf16", master_weights=True,
+               reward_lr_scale=3.0)
+    trainer = T.Trainer(cfg, d, tmp_path / "probe", rewards, progress=False)
+    trainer._setup()
+    assert {p.dtype for p in trainer.raw_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in trainer.params} == {torch.float32} and len(trainer.params) == len(
+        [p for p in trainer.raw_model.parameters() if p.requires_grad])
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [pytest.approx(0.0), pytest.approx(0.0)]  # warm-up
+    trainer._step(0)
+    trainer._step(1)
+    for p, m in zip(trainer.master.params, trainer.master.tensors):  # the model holds the master, rounded
+        assert p.dtype == torch.bfloat16 and torch.equal(p.detach(), m.detach().to(torch.bfloat16))
+    assert all(p.grad is None for p in trainer.raw_model.parameters())
+
+    straight = T.train(cfg, d, tmp_path / "straight", rewards, progress=False)
+    fp32 = T.train(cfg.updated(mixed_precision="no", master_weights=False), d, tmp_path / "fp32", rewards,
+                   progress=False)
+    lb, lf = [r["loss"] for r in straight.metrics], [r["loss"] for r in fp32.metrics]
+    assert all(abs(a - b) < 0.05 * b + 1e-3 for a, b in zip(lb, lf)), (lb, lf)
+    saved = weights(tmp_path / "straight" / "model")
+    assert {v.dtype for v in saved.values()} == {torch.float32}
+    # the saved model is the fp32 EMA, not a bf16 rounding of it
+    assert any((v != v.to(torch.bfloat16).float()).any() for v in saved.values())
+
+    T.train(cfg, d, tmp_path / "run", rewards, progress=False, time_limit_s=0)  # stops after step 1
+    T.train(cfg, d, tmp_path / "run", rewards, resume="latest", progress=False)
+    resumed = weights(tmp_path / "run" / "model")
+    assert max((saved[k] - resumed[k]).abs().max().item() for k in saved) < 1e-6
+
+
+def test_master_weights_need_bf16():
+    with pytest.raises(ValueError, match="master_weights"):
+        tiny(master_weights=True)
+    with pytest.raises(ValueError, match="master_weights"):
+        tiny(master_weights=True, mixed_precision="fp16")
+
+
 def test_ensure_trained_resumes_a_run_that_a_time_limit_stopped(data, tmp_path):
     d, _ = data
     cfg = tiny(stage=1, max_steps=3, checkpoint_every=0)
@@ -282,6 +323,17 @@ def test_two_gloo_processes_train_on_the_same_global_batch_as_one(data, tmp_path
     summary = json.loads((tmp_path / "limited" / "summary.json").read_text())
     assert summary["steps"] == 1 and summary["stopped_early"] and summary["num_processes"] == 2
     assert (tmp_path / "limited" / "model" / "model_index.json").exists()
+    # bf16 weights with an fp32 master copy: the gradients are all-reduced in bf16, the updates made in fp32
+    mw = cfg.updated(mixed_precision="bf16", master_weights=True)
+    subprocess.run(_runner(mw, d, tmp_path / "mw-one", None), check=True, env=env, capture_output=True)
+    mw2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(29500 + (os.getpid() + 2) % 1000),
+                          *(_runner(mw, d, tmp_path / "mw-two", None)[1:])], env=env, capture_output=True, text=True)
+    assert mw2.returncode == 0, mw2.stderr[-3000:]
+    m1 = torch.tensor([r["loss"] for r in T.read_metrics(tmp_path / "mw-one")])
+    m2 = torch.tensor([r["loss"] for r in T.read_metrics(tmp_path / "mw-two")])
+    assert len(m2) == 4 and torch.allclose(m1, m2, rtol=2e-2, atol=1e-3) and torch.allclose(m1, l1, rtol=5e-2), (
+        m1, m2, l1)
 
 
 def test_the_train_throughput_benchmark_runs_tiny_and_prints_the_ratio(capsys):
@@ -301,3 +353,19 @@ def test_the_train_throughput_benchmark_runs_tiny_and_prints_the_ratio(capsys):
     assert r["kit"]["images_per_s"] > 0 and r["reference"]["images_per_s"] > 0 and r["ratio"] > 0
     # forward + backward of a UNet is several times its forward: at least 2x the conv/matmul work of one pass
     assert out["flops_per_image"] > 1e8 and r["kit"]["mfu"] is None  # no utilisation figure without a GPU peak
+
+
+def test_the_train_throughput_benchmark_times_the_master_weights_variant(capsys):
+    """`--set master_weights=true` (what the GPU session times against the default) runs the bf16 model
+    with its fp32 master copy, also on a CPU."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--tiny", "--batch", "2", "--steps", "2", "--warmup", "1", "--resolution", "64",
+                      "--no-reference", "--set", "master_weights=true"])
+    r = out["results"]["2"]
+    assert out["changes"] == {"master_weights": True} and r["kit"]["images_per_s"] > 0
+    assert r["kit"]["precision"] == "bf16", r["kit"]
