@@ -402,10 +402,10 @@ def assess_quality(edited: Any) -> QualityReport:
     if edges >= 4 and align >= 0.95:  # every edge on the block grid: blocks, or a drawing that happens to fit
         mixed = _mixed_block_colours(e, b) or min(1, _off_palette_minor_colours(x))
 
-    # What the pixels show at all (version 1's verdict), and its grade.
+    # What the pixels show at all (version 1's verdict), and its grade where the verdict below uses it.
     kind, pixel_score = None, MAX_SCORE
     if flat < 0.5 or sigma >= 0.7:
-        kind, pixel_score = "noise", (4 if sigma < 3 else 3 if sigma < 8 else 2 if sigma < 16 else 1)
+        kind = "noise"
     elif unsupported >= 8:
         kind, pixel_score = "blur", (3 if unsupported < 25 and ramps < 60 else 2)
     elif mixed >= 1:
@@ -422,7 +422,8 @@ def assess_quality(edited: Any) -> QualityReport:
     elif width is not None and width >= BLUR_VISIBLE / 2:
         finding, score = "blur", (2 if width >= 1.5 * BLUR_VISIBLE else 3 if width >= BLUR_VISIBLE else 4)
     elif width is None and kind == "noise":  # faint grain and no edges to measure (outlines, patterns)
-        ramps = _ramp_count(x)
+        if unsupported < 8:  # not counted above
+            ramps = _ramp_count(x)
         if ramps >= 8:
             finding, score = "blur", (2 if ramps >= 60 else 3)
     elif width is None or kind == "blocky":  # no grain: the pixel-exact verdict holds
