@@ -43,13 +43,6 @@ class MasterWeights:
             for p in self.params:
                 p.data = p.data.to(dtype)
 
-    def master_of(self, param: nn.Parameter) -> torch.Tensor:
-        """The master tensor of one model parameter (for building optimizer parameter groups)."""
-        for p, m in zip(self.params, self.tensors):
-            if p is param:
-                return m
-        raise KeyError("not a parameter of this MasterWeights")
-
     @torch.no_grad()
     def grads_from_model(self) -> None:
         """Move the model's low-precision gradients to the master tensors (as fp32); the model's are freed."""
