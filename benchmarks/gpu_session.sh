@@ -10,7 +10,8 @@
 # By default the session measures speed only (the bundled toy stage-1 model exists). ONLY=toy skips the
 # benchmarks and gives the whole budget to the toy stage-1 model; TOY_STEPS=N trains it for up to N steps
 # instead of the preset's (`train --time-limit` stops it at the budget, saved and resumable); TOY_N=N sets the
-# number of toy triplets (default 40000, drawn on all CPU cores). TOY=1 runs the toy model after the benchmarks.
+# number of toy triplets (default 40000, drawn on all CPU cores); TOY_FLAW_RATES=F,P,Q their flaw rates (default
+# 0.2 each). TOY=1 runs the toy model after the benchmarks.
 set -u
 OUT=${1:?usage: gpu_session.sh OUT_DIR [BUDGET_S]}
 BUDGET=${2:-540}
@@ -46,7 +47,7 @@ if [ "$WANT_TOY" = 1 ]; then
   rm -rf "$TOYDIR"; mkdir -p "$TOYDIR"
   WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
   nice -n 10 $PY -m rewardedit_lib.cli toy-data --out "$TOYDIR/data" --n "$TOY_N" --seed 0 --workers "$WORKERS" \
-    > "$TOYDIR/data.log" 2>&1 &
+    ${TOY_FLAW_RATES:+--flaw-rates "$TOY_FLAW_RATES"} > "$TOYDIR/data.log" 2>&1 &
   GEN=$!
 fi
 
@@ -76,7 +77,8 @@ step toy_stage1 $(( TOY_BUDGET + 55 )) $PY tools/make_toy_stage1.py --profile to
   --where "one $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo CPU)"
 # the asset if it was bundled, and always the finished run (`make_toy_stage1.py --from-run run` bundles it)
 if [ -d "$TOY/run/model" ]; then
+  cp "$TOY/data/_truth/generator.json" "$TOY/run/toy_data.json"  # the data's manifest travels with the run
   tar -C "$TOY" -czf "$OUT/toy-stage1.tar.gz" $( [ -d "$TOY/asset" ] && echo asset ) run/model run/metrics.jsonl \
-    run/summary.json run/train_config.json run/samples
+    run/toy_data.json run/summary.json run/train_config.json run/samples
 fi
 echo "== done, $(left) s of the budget left" | tee -a "$LOG"

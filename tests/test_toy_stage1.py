@@ -31,6 +31,8 @@ def test_the_bundled_stage1_model_is_a_stage1_pipeline_made_by_the_preset_its_ca
     rows = T.read_metrics(asset)
     assert rows[-1]["step"] == saved["max_steps"] and rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert f"{saved['max_steps']} steps" in card
+    world = json.loads((asset / "toy_data.json").read_text())  # the world it learned, as its card says
+    assert f"--n {world['n']} --seed {world['seed']}" in card and saved["examples"] == world["n"]
 
 
 def test_toy_stage2_presets_start_from_the_bundled_model():
@@ -68,3 +70,38 @@ def test_regenerating_the_stage1_model_reproduces_the_bundled_one(tmp_path):
     a, b = torch.tensor([r["loss"] for r in new]), torch.tensor([r["loss"] for r in old])
     assert torch.allclose(a[:4], b[:4], rtol=1e-3), (a[:4], b[:4])
     assert abs(a[-10:].mean() - b[-10:].mean()) < 0.1 * b[-10:].mean(), (a[-10:].mean(), b[-10:].mean())
+
+
+def _make_toy_stage1():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_toy_stage1", ROOT / "tools" / "make_toy_stage1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bundling_a_stage1_run_records_its_worlds_flaw_rates(tmp_path):
+    """The card and ``toy_data.json`` say which world (flaw rates, seed) the model learned."""
+    from rewardedit_lib import toyworld as tw
+
+    data = tw.write_toy_dataset(tmp_path / "data", n=8, seed=0, rates=tw.FlawRates(0.4, 0.3, 0.1))
+    cfg = T.preset("toy-stage1", max_steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0, validate_every=0,
+                   log_every=1)
+    T.train(cfg, data, tmp_path / "run", progress=False)
+    tool = _make_toy_stage1()
+    asset = tool.bundle(tmp_path / "run", tmp_path / "asset", "a test machine", profile="toy-stage1")
+    world = json.loads((asset / "toy_data.json").read_text())
+    assert world["flaw_rates"] == {"following": 0.4, "preserving": 0.3, "quality": 0.1} and world["seed"] == 0
+    card = (asset / "README.md").read_text()
+    assert "rewardedit toy-data --out WORK/data --n 8 --seed 0 --flaw-rates 0.4,0.3,0.1\n" in card
+    assert "40% following / 30% preserving / 10% quality failures" in card
+    assert _card_recipe(asset) == ("toy-stage1", 2)
+
+    # a run whose data folder is gone (and that carries no manifest) is refused, naming the file it needs
+    import shutil
+
+    shutil.rmtree(data)
+    with pytest.raises(SystemExit, match="generator.json"):
+        tool.bundle(tmp_path / "run", tmp_path / "asset2", "a test machine", profile="toy-stage1")
+    assert not list(tmp_path.glob("asset2*")) and asset.is_dir()

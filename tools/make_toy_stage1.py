@@ -4,6 +4,7 @@
     .venv/bin/python tools/make_toy_stage1.py --out DIR        # somewhere else (the slow test does this)
     .venv/bin/python tools/make_toy_stage1.py --from-run RUN   # bundle a run that already finished
     python tools/make_toy_stage1.py --profile toy-stage1-gpu --budget-s 480 --steps 50000   # on a GPU
+    ... --flaw-rates 0.4,0.4,0.4                               # a world with more flawed triplets
 
 It runs exactly the two commands its card documents --
 
@@ -36,8 +37,9 @@ CARD = """# Toy stage-1 model (InstructPix2Pix on the flawed toy world)
 The start of the course's stage-2 experiment (notebook 04): both the no-reward baseline and the
 multi-reward model are fine-tuned from this model, as the paper fine-tunes its stage-1 InstructPix2Pix.
 
-* **Data**: {n} toy triplets, stream seed {seed} (`rewardedit toy-data --n {n} --seed {seed}`), default flaw
-  rates (20% each of following / preserving / quality failures): the model learned the flaws too.
+* **Data**: {n} toy triplets, stream seed {seed} (`rewardedit toy-data --n {n} --seed {seed}{rates_flag}`), flaw
+  rates {rates_text}: the model learned the flaws too. `toy_data.json` is the data's
+  generator manifest (generator version, seed, size, flaw rates).
 * **Model**: the kit's `toy` config -- a pixel-space diffusers `UNet2DConditionModel` (6 channels in:
   noisy image + source; blocks 16/32/64; {unet_params:,} parameters) and the toy CLIP text encoder
   (frozen, random init from seed 0 on the training device: a GPU draws other numbers than a CPU, so the
@@ -48,7 +50,7 @@ multi-reward model are fine-tuned from this model, as the paper fine-tunes its s
 * **Made by** (wall time {wall:.0f} s on {where}):
 
 ```
-rewardedit toy-data --out WORK/data --n {n} --seed {seed}
+rewardedit toy-data --out WORK/data --n {n} --seed {seed}{rates_flag}
 rewardedit train --profile {profile} --stage 1 --data WORK/data --out WORK/run --no-progress{steps_flag}
 python tools/make_toy_stage1.py --from-run WORK/run --profile {profile}   # copies model/ + logs here
 ```
@@ -75,10 +77,18 @@ def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profil
     """Copy a finished stage-1 run into an asset folder and write its card."""
     cfg = json.loads((run_dir / "train_config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
+    manifest = run_dir / "toy_data.json"  # a run brought back from a GPU session carries its data's manifest
+    if not manifest.is_file():
+        manifest = Path(cfg.get("data_dir") or "") / "_truth" / "generator.json"
+    if not manifest.is_file():
+        raise SystemExit(f"{manifest}: the training data's generator manifest is missing (the card and the course "
+                         "need its flaw rates); bundle a run whose --data folder is still there")
+    world = json.loads(manifest.read_text())
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(run_dir / "model", tmp)
     shutil.copy2(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
+    (tmp / "toy_data.json").write_text(json.dumps(world, indent=1, sort_keys=True) + "\n")
     public = {k: v for k, v in cfg.items() if k not in ("data_dir", "rewards_path")}
     if summary["steps"] != cfg["max_steps"]:  # `--time-limit` stopped it: it is the run with --steps N ...
         if not cfg["lr_schedule"].startswith("constant"):  # ... when the schedule does not depend on max_steps
@@ -98,9 +108,15 @@ def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profil
     steps = summary["steps"]  # a run stopped by --time-limit reached fewer than max_steps: --steps N remakes it
     steps_flag = "" if steps == PRESETS[profile]["max_steps"] else f" --steps {steps}"
 
+    rates = world["flaw_rates"]
+    default = all(abs(rates[k] - 0.2) < 1e-9 for k in ("following", "preserving", "quality"))
+    rates_flag = "" if default else " --flaw-rates {following},{preserving},{quality}".format(**rates)
+    rates_text = ("default (20% each of following / preserving / quality failures)" if default else
+                  "{:.0%} following / {:.0%} preserving / {:.0%} quality failures".format(
+                      rates["following"], rates["preserving"], rates["quality"]))
     unet_params = sum(t.numel() for t in load_file(str(tmp / "unet" / "diffusion_pytorch_model.safetensors")).values())
     (tmp / "README.md").write_text(CARD.format(
-        n=cfg["examples"], seed=SEED, profile=profile, steps_flag=steps_flag, unet_params=unet_params, steps=steps, batch=cfg["batch_size"], lr=cfg["lr"],
+        n=cfg["examples"], seed=world.get("seed", SEED), rates_flag=rates_flag, rates_text=rates_text, profile=profile, steps_flag=steps_flag, unet_params=unet_params, steps=steps, batch=cfg["batch_size"], lr=cfg["lr"],
         warmup=cfg["warmup_steps"], ema=cfg["ema_decay"], cdrop=cfg["conditioning_dropout"],
         loss=_final_loss(run_dir, summary), wall=summary.get("wall_s_total", summary["wall_s"]), where=where) + (f"\n## Measured\n\n{note}\n" if note else ""))
     shutil.rmtree(out, ignore_errors=True)
@@ -123,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                          "boundary and saves); the card gives the steps reached, which `--steps` remakes")
     ap.add_argument("--data", type=Path, default=None,
                     help="use this folder, made by `rewardedit toy-data --n N --seed 0`, instead of making it")
+    ap.add_argument("--flaw-rates", default=None,
+                    help="following,preserving,quality flaw rates of the toy data it makes (default 0.2 each)")
     args = ap.parse_args(argv)
     import os
     import platform
@@ -139,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data or work / "data"
         if args.data is None:
             run([*exe, "toy-data", "--out", str(data), "--n", str(n), "--seed", str(SEED),
-                 "--workers", str(max(1, (os.cpu_count() or 1) - 1))])
+                 "--workers", str(max(1, (os.cpu_count() or 1) - 1)),
+                 *(["--flaw-rates", args.flaw_rates] if args.flaw_rates else [])])
         train = [*exe, "train", "--profile", args.profile, "--stage", "1", "--data", str(data),
                  "--out", str(work / "run"), "--no-progress"]
         run([*train, *(["--steps", str(args.steps)] if args.steps else []),
