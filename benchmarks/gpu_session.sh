@@ -59,8 +59,9 @@ step train_master 100 $PY benchmarks/train_throughput.py $T --no-reference --bat
 step edit_latency 90 $PY benchmarks/edit_latency.py $T --json "$OUT/edit_latency.json"
 step reward_overhead 45 $PY benchmarks/reward_overhead.py $T --json "$OUT/reward_overhead.json"
 # torch.compile needed more than the 130 s one session gave it (its warm-up is untimed)
+# COMPILE_MODE=reduce-overhead: the same with CUDA graphs (TrainConfig.compile_mode)
 step train_compile 240 $PY benchmarks/train_throughput.py $T --compile --no-reference --batch ${B1##* } \
-  --set master_weights=true --json "$OUT/train_compile.json"
+  --set master_weights=true ${COMPILE_MODE:+--set compile_mode=$COMPILE_MODE} --json "$OUT/train_compile.json"
 step t4_memory 90 $PY benchmarks/train_throughput.py $T --profile sd15-t4 --no-reference --batch $B2 --steps 10 \
   --json "$OUT/t4_memory.json"
 fi

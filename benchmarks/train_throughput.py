@@ -325,14 +325,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-reference", action="store_true", help="time the kit only")
     ap.add_argument("--compile", action="store_true", help="the kit with torch.compile (TrainConfig.compile)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                    help="change a TrainConfig field of the kit's run, e.g. channels_last=false, ema_decay=null")
+                    help="change a TrainConfig field of the kit's run, e.g. channels_last=false, ema_decay=null, "
+                         "compile_mode=reduce-overhead (JSON, or a bare word for a string)")
     ap.add_argument("--trace", type=int, default=0, help="print a torch.profiler table over this many steps")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     changes = {}
     for item in args.set:
         k, _, v = item.partition("=")
-        changes[k] = json.loads(v)
+        try:
+            changes[k] = json.loads(v)
+        except json.JSONDecodeError:  # a bare word is a string: compile_mode=reduce-overhead
+            changes[k] = v
     out = run(args.tiny, args.device, tuple(args.batch), args.steps, args.warmup, args.resolution, args.profile,
               not args.no_reference, args.compile, changes, args.trace)
     if args.json:

@@ -137,6 +137,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         changes["use_8bit_adam"] = True
     if args.compile:
         changes["compile"] = True
+    if args.compile_mode:
+        changes.update(compile=True, compile_mode=args.compile_mode)
     try:
         config = preset(args.profile, **changes)
         if args.no_ema:
@@ -272,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     s.add_argument("--use-8bit-adam", action="store_true", help="bitsandbytes 8-bit AdamW (small GPUs)")
     s.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; a minute or two of warm-up)")
+    s.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode (implies --compile): default, reduce-overhead (CUDA graphs), "
+                        "max-autotune, max-autotune-no-cudagraphs")
     s.add_argument("--no-ema", action="store_true", help="no EMA copy of the weights")
     s.add_argument("--skip-missing-rewards", action="store_true",
                    help="skip (and report) training folders without a rewards entry instead of failing")

@@ -45,7 +45,8 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 # -- configuration --------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value", [("stage", 3), ("rewards", "all"), ("lr", 0.0), ("grad_accum", 3),
-                                          ("mixed_precision", "fp8"), ("conditioning_dropout", 0.5)])
+                                          ("mixed_precision", "fp8"), ("conditioning_dropout", 0.5),
+                                          ("compile_mode", "fast")])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         tiny(**{field: value})
@@ -269,6 +270,39 @@ def test_master_weights_need_bf16():
         tiny(master_weights=True)
     with pytest.raises(ValueError, match="master_weights"):
         tiny(master_weights=True, mixed_precision="fp16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_a_compiled_model_trains_like_the_eager_one(data, tmp_path, mode):
+    """torch.compile (on a CPU: ~3 min of inductor compilation, hence slow) follows the eager run's losses;
+    on CUDA, reduce-overhead replays the steps as CUDA graphs (gpu_session.sh: COMPILE_MODE)."""
+    d, _ = data
+    runs = {}
+    for name, extra in (("eager", {}), ("compiled", {"compile": True, "compile_mode": mode})):
+        T.train(tiny(stage=1, max_steps=3, checkpoint_every=0, **extra), d, tmp_path / name, progress=False)
+        runs[name] = [r["loss"] for r in T.read_metrics(tmp_path / name)]
+    # the first step is the same computation; after it, fused kernels round differently and Adam's first
+    # steps (about lr * sign(grad)) carry that into the weights
+    assert runs["compiled"][0] == pytest.approx(runs["eager"][0], rel=1e-4)
+    assert runs["compiled"] == pytest.approx(runs["eager"], rel=0.1)
+
+
+def test_ensure_trained_reuses_a_run_recorded_before_a_setting_existed(data, tmp_path):
+    """A course folder trained before a TrainConfig field was added is the same run, not "another run"."""
+    d, _ = data
+    cfg = tiny(stage=1, max_steps=1, checkpoint_every=0)
+    out = tmp_path / "run"
+    first = T.ensure_trained(cfg, d, out, progress=False)
+    stamp = (out / "summary.json").stat().st_mtime_ns
+    record = json.loads((out / "run.json").read_text())
+    del record["compile_mode"], record["master_weights"]  # as a run.json from before those settings reads
+    (out / "run.json").write_text(json.dumps(record))
+    again = T.ensure_trained(cfg, d, out, progress=False)
+    assert again.final_loss == first.final_loss and (out / "summary.json").stat().st_mtime_ns == stamp  # not retrained
+    with pytest.raises(T.TrainingError, match="compile_mode"):  # a non-default value still differs
+        T.ensure_trained(tiny(stage=1, max_steps=1, checkpoint_every=0, compile_mode="max-autotune"), d, out,
+                         progress=False)
 
 
 def test_ensure_trained_resumes_a_run_that_a_time_limit_stopped(data, tmp_path):
