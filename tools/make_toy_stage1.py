@@ -78,11 +78,11 @@ def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profil
     cfg = json.loads((run_dir / "train_config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     manifest = run_dir / "toy_data.json"  # a run brought back from a GPU session carries its data's manifest
+    if not manifest.is_file() and cfg.get("data_dir"):
+        manifest = Path(cfg["data_dir"]) / "_truth" / "generator.json"
     if not manifest.is_file():
-        manifest = Path(cfg.get("data_dir") or "") / "_truth" / "generator.json"
-    if not manifest.is_file():
-        raise SystemExit(f"{manifest}: the training data's generator manifest is missing (the card and the course "
-                         "need its flaw rates); bundle a run whose --data folder is still there")
+        raise SystemExit(f"{manifest}: the training data's generator manifest is missing (the card states its "
+                         "flaw rates); bundle a run whose --data folder is still there")
     world = json.loads(manifest.read_text())
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
