@@ -71,7 +71,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVa
 from urllib.parse import urlsplit, urlunsplit
 
 from ..formats import MAX_SCORE
-from . import prompts, toy_judge
+from . import prompts
 from .prompts import Annotation, AnswerError, Verdict
 
 T = TypeVar("T")
@@ -232,8 +232,12 @@ def request_key(model: str, perspective: str, mode: str, instruction: str, sourc
     For the kit's toy judge "whom" includes its version: a judgement cached by an older toy judge is not
     reused after the judge changed (a hosted model's name is all the kit can know of it).
     """
+    if model == TOY_JUDGE_MODEL:  # imported here: the toy judge (numpy, the toy world) is no cost to other judges
+        from .toy_judge import JUDGE_VERSION
+
+        model = f"{model}/{JUDGE_VERSION}"
     payload = {
-        "model": model if model != TOY_JUDGE_MODEL else f"{model}/{toy_judge.JUDGE_VERSION}",
+        "model": model,
         "prompt_version": prompts.PROMPT_VERSION if prompt_version is None else prompt_version,
         "perspective": perspective,
         "mode": mode,
