@@ -799,18 +799,19 @@ class Trainer:
         return self.master.full_precision() if self.master is not None else nullcontext()
 
     @contextmanager
-    def _with_ema(self) -> Iterator[None]:
-        """The EMA weights in the model for the duration (nothing changes without EMA). With master weights
-        the EMA tracks the fp32 copy: call this inside :meth:`_full_precision`, where the model holds it."""
-        if self.ema is None:
-            yield
-            return
-        self.ema.store(self.params)
-        self.ema.copy_to(self.params)
-        try:
-            yield
-        finally:
-            self.ema.restore(self.params)
+    def _eval_weights(self) -> Iterator[None]:
+        """The weights to validate and save in the model for the duration: full precision (the fp32 master
+        copy, which is what the EMA tracks) and the EMA's values (nothing changes without EMA)."""
+        with self._full_precision():
+            if self.ema is None:
+                yield
+                return
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+            try:
+                yield
+            finally:
+                self.ema.restore(self.params)
 
     @torch.no_grad()
     def validate(self, step: int) -> Path | None:
@@ -821,7 +822,7 @@ class Trainer:
         examples = [self.data.triplets[i] for i in range(k)]
         self.raw_model.eval()
         try:
-            with self._full_precision(), self._with_ema(), self._frozen_on_device():
+            with self._eval_weights(), self._frozen_on_device():
                 pipe = self._pipeline()
                 res = self.config.resolution
                 srcs = [_to_uint8(image_tensor(t.load_source(), res)) for t in examples]
@@ -850,7 +851,7 @@ class Trainer:
         out = self.out_dir / MODEL_SUBDIR
         tmp = self.out_dir / f"{MODEL_SUBDIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        with self._full_precision(), self._with_ema(), self._frozen_on_device():
+        with self._eval_weights(), self._frozen_on_device():
             self._pipeline().save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
