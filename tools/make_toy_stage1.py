@@ -108,12 +108,13 @@ def bundle(run_dir: Path, out: Path, where: str, note: str | None = None, profil
     steps = summary["steps"]  # a run stopped by --time-limit reached fewer than max_steps: --steps N remakes it
     steps_flag = "" if steps == PRESETS[profile]["max_steps"] else f" --steps {steps}"
 
-    rates = world["flaw_rates"]
-    default = all(abs(rates[k] - 0.2) < 1e-9 for k in ("following", "preserving", "quality"))
-    rates_flag = "" if default else " --flaw-rates {following},{preserving},{quality}".format(**rates)
-    rates_text = ("default (20% each of following / preserving / quality failures)" if default else
-                  "{:.0%} following / {:.0%} preserving / {:.0%} quality failures".format(
-                      rates["following"], rates["preserving"], rates["quality"]))
+    from rewardedit_lib.toyworld import FlawRates
+
+    rates = FlawRates(**world["flaw_rates"])
+    default = rates == FlawRates()  # the world's defaults need no flag
+    rates_flag = "" if default else f" --flaw-rates {rates.following},{rates.preserving},{rates.quality}"
+    rates_text = (f"{rates.following:.0%} following / {rates.preserving:.0%} preserving / {rates.quality:.0%} "
+                  "quality failures" + (" (the default)" if default else ""))
     unet_params = sum(t.numel() for t in load_file(str(tmp / "unet" / "diffusion_pytorch_model.safetensors")).values())
     (tmp / "README.md").write_text(CARD.format(
         n=cfg["examples"], seed=world.get("seed", SEED), rates_flag=rates_flag, rates_text=rates_text, profile=profile, steps_flag=steps_flag, unet_params=unet_params, steps=steps, batch=cfg["batch_size"], lr=cfg["lr"],
