@@ -158,7 +158,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     changes = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance_scale),
-                                 ("image_guidance_scale", args.image_guidance_scale), ("seed", args.seed))
+                                 ("image_guidance_scale", args.image_guidance_scale), ("eta", args.eta),
+                                 ("seed", args.seed))
                if v is not None}
     if args.scores is not None:
         scores = None if args.scores == "unknown" else tuple(float(x) for x in args.scores.split(","))
@@ -298,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="denoising steps (default: 30 sd15, 20 toy)")
     s.add_argument("--guidance-scale", type=float, default=None, help="text guidance")
     s.add_argument("--image-guidance-scale", type=float, default=None, help="image guidance")
+    s.add_argument("--eta", type=float, default=None,
+                   help="fresh noise per DDIM step, 0 deterministic .. 1 ancestral (default: 1 toy; sd15's "
+                        "Euler-ancestral takes none)")
     s.add_argument("--seed", type=int, default=None, help="noise seed (edits are deterministic per item and seed)")
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     s.add_argument("--limit", type=int, default=None, help="only the first N items")

@@ -33,7 +33,7 @@ import torch
 from .formats import EDIT_TYPES, PERSPECTIVES, BenchItem, DataError, atomic_write_text, read_real_edit
 from .judge.client import AnswerCache, JudgeClient, JudgeRequest, judge_many, run_sync
 from .judge.server import DEFAULT_MODEL as TOY_JUDGE_MODEL
-from .pipeline import DEFAULT_REWARD_TEXT, PERFECT_SCORES, RewardEditPipeline
+from .pipeline import DEFAULT_REWARD_TEXT, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
 
 #: The paper's Table 1 (Real-Edit, GPT-4o judge), as reported: printed beside the toy results for
 #: reference, never mixed with them. Following is a yes-rate (%), preserving and quality mean scores (0-5).
@@ -53,6 +53,7 @@ class EditSettings:
     reward_scores: tuple[float, float, float] | None = PERFECT_SCORES
     reward_text: str | None = DEFAULT_REWARD_TEXT
     reward_guidance_scale: float = 0.0
+    eta: float = 0.0  # fresh noise per DDIM step (1 = ancestral); schedulers without the parameter ignore it
     resolution: int | None = None  # None: the pipeline's default (512 for sd15, the image's size for toy)
     seed: int = 0
 
@@ -63,11 +64,16 @@ class EditSettings:
 
 
 #: Edit settings per model config. sd15: the paper's (Euler-ancestral, 30 steps, text 7.5, image 1.5).
-#: toy: 20 DDIM steps of an x0-predicting pixel model; guidance measured on the toy models (notebook 06).
+#: toy: 20 ancestral DDIM steps (eta 1, :data:`~rewardedit_lib.pipeline.SAMPLER_ETA`) of an x0-predicting
+#: pixel model; guidance measured on the toy models (notebook 06).
 EDIT_DEFAULTS: dict[str, EditSettings] = {
-    "sd15": EditSettings(),
-    "toy": EditSettings(num_inference_steps=20, guidance_scale=3.0, image_guidance_scale=1.5),
+    "sd15": EditSettings(eta=SAMPLER_ETA["sd15"]),
+    "toy": EditSettings(num_inference_steps=20, guidance_scale=3.0, image_guidance_scale=1.5, eta=SAMPLER_ETA["toy"]),
 }
+
+#: Settings added after edit folders were first recorded, at the value those edits were made with: an
+#: older ``settings.json`` without the field matches a run that asks for that value, and only that one.
+_RECORDED_BEFORE: dict[str, Any] = {"eta": 0.0}
 
 
 def item_seed(item: BenchItem, seed: int) -> int:
@@ -125,7 +131,7 @@ def model_kind(pipe: RewardEditPipeline) -> str:
 def _check_settings(path: Path, wanted: dict[str, Any], model_id: str) -> None:
     record = {"model": model_id, **wanted}
     if path.exists():
-        old = json.loads(path.read_text())
+        old = {**_RECORDED_BEFORE, **json.loads(path.read_text())}
         diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
         if diff:
             raise ValueError(f"{path.parent} holds edits made with other settings ({', '.join(diff)}: "
@@ -151,7 +157,7 @@ def edit_benchmark(pipe: RewardEditPipeline, items: Sequence[BenchItem], out_dir
 def _call_key(settings: EditSettings) -> tuple:
     """What one pipeline call must share; everything else (scores, feedback text, seed) can vary per row."""
     return (settings.num_inference_steps, settings.guidance_scale, settings.image_guidance_scale,
-            settings.reward_guidance_scale, settings.resolution, settings.reward_scores is None)
+            settings.reward_guidance_scale, settings.eta, settings.resolution, settings.reward_scores is None)
 
 
 def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
@@ -201,7 +207,7 @@ def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
                                     for s, _, _ in batch] if known else None,
                        num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
                        image_guidance_scale=first.image_guidance_scale,
-                       reward_guidance_scale=first.reward_guidance_scale, resolution=first.resolution,
+                       reward_guidance_scale=first.reward_guidance_scale, eta=first.eta, resolution=first.resolution,
                        generator=gens, output_type="pil").images
             for (_, _, path), img in zip(batch, out):
                 img.save(path)

@@ -492,9 +492,18 @@ def _load_reward_encoder(where: str | Path, required: bool, torch_dtype=None) ->
 # --------------------------------------------------------------------------------------------------
 # Randomly initialised pipelines (no download)
 # --------------------------------------------------------------------------------------------------
+#: The DDIM ``eta`` an edit uses per model config: how much fresh noise each step adds (0: deterministic
+#: DDIM; 1: ancestral, the DDPM posterior). The paper samples with Euler-ancestral, which sd15 uses (it takes
+#: no eta); the toy model predicts the clean image, which Euler-ancestral does not implement, so the toy runs
+#: DDIM and eta 1 makes it ancestral too. It matters: on the course's 3 seeds' models, deterministic DDIM
+#: left many more soft edges and wrong edits (README, "The toy sampler").
+SAMPLER_ETA: dict[str, float] = {"sd15": 0.0, "toy": 1.0}
+
+
 def scheduler_for(name: str = "toy"):
     """The inference scheduler of a config on the config's noise schedule: Euler-ancestral (the paper's)
-    for sd15; DDIM for toy, because diffusers' Euler-ancestral does not implement "sample" prediction."""
+    for sd15; DDIM for toy, because diffusers' Euler-ancestral does not implement "sample" prediction
+    (edits pass :data:`SAMPLER_ETA`'s 1.0 to make its steps ancestral)."""
     if name == "toy":
         return DDIMScheduler(**SCHEDULER_CONFIGS[name])
     return EulerAncestralDiscreteScheduler(**SCHEDULER_CONFIGS[name])

@@ -49,7 +49,7 @@ from PIL import Image
 
 from . import models, text
 from .formats import DataError, Loaded, Triplet, atomic_write_text, read_instructpix2pix
-from .pipeline import PERFECT_SCORES, DEFAULT_REWARD_TEXT, RewardEditPipeline, random_pipeline
+from .pipeline import PERFECT_SCORES, DEFAULT_REWARD_TEXT, SAMPLER_ETA, RewardEditPipeline, random_pipeline
 from .precision import MasterWeights
 from .reward import UNET_SUBFOLDER, RewardUNet
 
@@ -828,7 +828,8 @@ class Trainer:
                 srcs = [_to_uint8(image_tensor(t.load_source(), res)) for t in examples]
                 tgts = [_to_uint8(image_tensor(t.load_edited(), res)) for t in examples]
                 outs = pipe([t.instruction for t in examples], [Image.fromarray(s) for s in srcs],
-                            num_inference_steps=self.config.validation_steps, output_type="np",
+                            num_inference_steps=self.config.validation_steps, eta=SAMPLER_ETA[self.config.model],
+                            output_type="np",
                             height=srcs[0].shape[0], width=srcs[0].shape[1],
                             generator=torch.Generator().manual_seed(self.config.seed)).images
         finally:

@@ -784,7 +784,8 @@ class RewardKnob:
         return self.pipe(self.instruction, self.image, reward_scores=[float(x) for x in scores],
                          reward_text=feedback if feedback else None, num_inference_steps=s.num_inference_steps,
                          guidance_scale=s.guidance_scale, image_guidance_scale=s.image_guidance_scale,
-                         reward_guidance_scale=s.reward_guidance_scale, resolution=s.resolution, generator=gen,
+                         reward_guidance_scale=s.reward_guidance_scale, eta=s.eta, resolution=s.resolution,
+                         generator=gen,
                          output_type="pil").images[0]
 
     def update(self, _change=None):

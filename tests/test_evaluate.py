@@ -63,9 +63,11 @@ def test_the_real_edit_path_runs_end_to_end_on_a_folder_the_test_makes(model_dir
     assert summary["judge"]["model"] == "toy-judge" and report.summary["overall"]["quality"]["n"] == 3
 
 
-def test_edits_are_deterministic_per_item_and_a_rerun_redoes_nothing(model_dir, bench, tmp_path):
+@pytest.mark.parametrize("eta", [0.0, 1.0], ids=["ddim", "ancestral"])
+def test_edits_are_deterministic_per_item_and_a_rerun_redoes_nothing(model_dir, bench, tmp_path, eta):
     items = read_real_edit(bench).items[:5]
     pipe = E.load_model(model_dir)
+    FAST = E.EditSettings(num_inference_steps=2, guidance_scale=3.0, image_guidance_scale=1.5, eta=eta)
     a = E.edit_benchmark(pipe, items, tmp_path / "a", FAST, batch_size=5, progress=False)
     b = E.edit_benchmark(pipe, items[::-1], tmp_path / "b", FAST, batch_size=2, progress=False)
     again = E.edit_benchmark(pipe, items, tmp_path / "a2", FAST, batch_size=5, progress=False)
@@ -77,7 +79,7 @@ def test_edits_are_deterministic_per_item_and_a_rerun_redoes_nothing(model_dir, 
     E.edit_benchmark(pipe, items, tmp_path / "a", FAST, batch_size=5, progress=False)
     assert {k: p.stat().st_mtime_ns for k, p in a.items()} == stamp
     other = E.edit_benchmark(pipe, items[:1], tmp_path / "c", E.EditSettings(num_inference_steps=2, seed=1,
-                                                                          guidance_scale=3.0), progress=False)
+                                                                          guidance_scale=3.0, eta=eta), progress=False)
     k = next(iter(other))
     assert not np.array_equal(np.asarray(Image.open(a[k])), np.asarray(Image.open(other[k])))
 
@@ -88,6 +90,29 @@ def test_other_settings_in_the_same_folder_are_refused_by_name(model_dir, bench,
     E.edit_benchmark(pipe, items, tmp_path / "o", FAST, progress=False)
     with pytest.raises(ValueError, match="guidance_scale"):
         E.edit_benchmark(pipe, items, tmp_path / "o", E.EditSettings(num_inference_steps=2, guidance_scale=5.0),
+                         progress=False)
+
+
+def test_ancestral_steps_change_the_edit_and_folders_from_before_eta_count_as_deterministic(model_dir, bench,
+                                                                                            tmp_path):
+    items = read_real_edit(bench).items[:2]
+    pipe = E.load_model(model_dir)
+    ddim = E.edit_benchmark(pipe, items, tmp_path / "d", FAST, progress=False)
+    anc = E.edit_benchmark(pipe, items, tmp_path / "a", E.EditSettings(**{**FAST.to_json(), "eta": 1.0,
+                                                                          "reward_scores": FAST.reward_scores}),
+                           progress=False)
+    assert json.loads((tmp_path / "a" / "edits" / "settings.json").read_text())["eta"] == 1.0
+    for k in ddim:  # the same seed, but each ancestral step draws fresh noise
+        assert not np.array_equal(np.asarray(Image.open(ddim[k])), np.asarray(Image.open(anc[k])))
+    # a folder recorded before settings had an eta was made with deterministic DDIM steps
+    record = tmp_path / "d" / "edits" / "settings.json"
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "eta"}))
+    stamp = {k: p.stat().st_mtime_ns for k, p in ddim.items()}
+    E.edit_benchmark(pipe, items, tmp_path / "d", FAST, progress=False)
+    assert {k: p.stat().st_mtime_ns for k, p in ddim.items()} == stamp  # accepted as is, nothing redone
+    with pytest.raises(ValueError, match=r"eta: \[0\.0\] vs \[1\.0\]"):
+        E.edit_benchmark(pipe, items, tmp_path / "d", E.EditSettings(**{**FAST.to_json(), "eta": 1.0,
+                                                                         "reward_scores": FAST.reward_scores}),
                          progress=False)
 
 
@@ -146,3 +171,8 @@ def test_the_cli_evaluates_a_model_folder(model_dir, bench, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "evaluated 3 edits" in out and "following yes %" in out
     assert len(E.read_results(tmp_path / "e")) == 3
+    # the toy default samples ancestrally; --eta 0 asks for deterministic DDIM steps
+    assert json.loads((tmp_path / "e" / "edits" / "settings.json").read_text())["eta"] == 1.0
+    assert cli.main(["evaluate", "--model", str(model_dir), "--bench", str(bench), "--out", str(tmp_path / "e0"),
+                     "--steps", "2", "--limit", "1", "--eta", "0", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "e0" / "edits" / "settings.json").read_text())["eta"] == 0.0
