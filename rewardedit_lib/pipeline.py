@@ -495,8 +495,9 @@ def _load_reward_encoder(where: str | Path, required: bool, torch_dtype=None) ->
 #: The DDIM ``eta`` an edit uses per model config: how much fresh noise each step adds (0: deterministic
 #: DDIM; 1: ancestral, the DDPM posterior). The paper samples with Euler-ancestral, which sd15 uses (it takes
 #: no eta); the toy model predicts the clean image, which Euler-ancestral does not implement, so the toy runs
-#: DDIM and eta 1 makes it ancestral too. It matters: on the course's 3 seeds' models, deterministic DDIM
-#: left many more soft edges and wrong edits (README, "The toy sampler").
+#: DDIM and eta 1 makes it ancestral too. It matters: on the toy course's models of 3 seeds, eta 1 raised the
+#: judged yes-rates by 18 (following), 15 (preserving) and 7 (quality) points on average over eta 0, at the
+#: same 20 steps (README, "The toy sampler").
 SAMPLER_ETA: dict[str, float] = {"sd15": 0.0, "toy": 1.0}
 
 
