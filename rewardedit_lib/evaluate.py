@@ -71,10 +71,6 @@ EDIT_DEFAULTS: dict[str, EditSettings] = {
     "toy": EditSettings(num_inference_steps=20, guidance_scale=3.0, image_guidance_scale=1.5, eta=SAMPLER_ETA["toy"]),
 }
 
-#: Settings added after edit folders were first recorded, at the value those edits were made with: an
-#: older ``settings.json`` without the field matches a run that asks for that value, and only that one.
-_RECORDED_BEFORE: dict[str, Any] = {"eta": 0.0}
-
 
 def item_seed(item: BenchItem, seed: int) -> int:
     """The noise seed of one edit: a function of the item and the run seed only (never of batching)."""
@@ -131,7 +127,9 @@ def model_kind(pipe: RewardEditPipeline) -> str:
 def _check_settings(path: Path, wanted: dict[str, Any], model_id: str) -> None:
     record = {"model": model_id, **wanted}
     if path.exists():
-        old = {**_RECORDED_BEFORE, **json.loads(path.read_text())}
+        # a setting added to EditSettings after that folder was recorded counts as its default there (eta:
+        # 0.0, deterministic DDIM, what such edits were made with), as ensure_trained does for TrainConfig
+        old = {**EditSettings().to_json(), **json.loads(path.read_text())}
         diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
         if diff:
             raise ValueError(f"{path.parent} holds edits made with other settings ({', '.join(diff)}: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +99,7 @@ def test_ancestral_steps_change_the_edit_and_folders_from_before_eta_count_as_de
     items = read_real_edit(bench).items[:2]
     pipe = E.load_model(model_dir)
     ddim = E.edit_benchmark(pipe, items, tmp_path / "d", FAST, progress=False)
-    anc = E.edit_benchmark(pipe, items, tmp_path / "a", E.EditSettings(**{**FAST.to_json(), "eta": 1.0,
-                                                                          "reward_scores": FAST.reward_scores}),
-                           progress=False)
+    anc = E.edit_benchmark(pipe, items, tmp_path / "a", replace(FAST, eta=1.0), progress=False)
     assert json.loads((tmp_path / "a" / "edits" / "settings.json").read_text())["eta"] == 1.0
     for k in ddim:  # the same seed, but each ancestral step draws fresh noise
         assert not np.array_equal(np.asarray(Image.open(ddim[k])), np.asarray(Image.open(anc[k])))
@@ -111,9 +110,7 @@ def test_ancestral_steps_change_the_edit_and_folders_from_before_eta_count_as_de
     E.edit_benchmark(pipe, items, tmp_path / "d", FAST, progress=False)
     assert {k: p.stat().st_mtime_ns for k, p in ddim.items()} == stamp  # accepted as is, nothing redone
     with pytest.raises(ValueError, match=r"eta: \[0\.0\] vs \[1\.0\]"):
-        E.edit_benchmark(pipe, items, tmp_path / "d", E.EditSettings(**{**FAST.to_json(), "eta": 1.0,
-                                                                         "reward_scores": FAST.reward_scores}),
-                         progress=False)
+        E.edit_benchmark(pipe, items, tmp_path / "d", replace(FAST, eta=1.0), progress=False)
 
 
 def test_judging_twice_asks_the_judge_once(model_dir, bench, tmp_path):
