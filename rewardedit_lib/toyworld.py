@@ -78,7 +78,15 @@ _FOLLOWING_BY_TYPE: dict[str, tuple[str, ...]] = {
     "Global": ("wrong_attribute", "no_change", "partial"),
     "Style": ("no_change", "partial"),
 }
-GENERATOR_VERSION = "toyworld-1"
+#: How big the planted flaws are. Version 2 made the two smallest ones plainly visible, so that a judge
+#: threshold half-way between a clean drawing and the flaw leaves room for a model's imperceptible
+#: imprecision (docs/toy-world.md, "Judge calibration"): the background shift is never clipped (version 1's
+#: 60 levels could shrink to 19 at white), and blur is a defocus that ramps an edge over 7 pixels (version 1's
+#: two [1, 2, 1] passes put most of the step in 2 pixels: hardly softer than a diffusion model's edit).
+BACKGROUND_SHIFT = 80  # grey levels, in one channel
+BLUR_WIDTH = 7  # pixels: the box a point is spread over (an odd number); an edge gets BLUR_WIDTH - 1 in-between pixels
+NOISE_SIGMA = 30.0  # grey levels
+GENERATOR_VERSION = "toyworld-2"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -626,14 +634,17 @@ def _preserve_flaw(kind: str, target: Scene, source: Scene, spec: EditSpec,
             return None
         base = np.array(BACKGROUNDS[target.background], dtype=int)
         shift = np.zeros(3, dtype=int)
-        shift[int(rng.integers(3))] = int(rng.choice([-1, 1])) * 60
-        rgb = np.clip(base + shift, 0, 255)
+        channel = int(rng.integers(3))
+        shift[channel] = int(rng.choice([-1, 1])) * BACKGROUND_SHIFT
+        if not 0 <= base[channel] + shift[channel] <= 255:  # a shift clipped at black or white would be smaller
+            shift = -shift
+        rgb = base + shift
 
         def toned(c):  # the background as it is drawn, after the scene's tone (which can clip a shift away)
-            return apply_tone(np.array([[c]], dtype=np.uint8), target.tone)
+            return apply_tone(np.array([[c]], dtype=np.uint8), target.tone).astype(int)
 
-        if np.array_equal(rgb, base) or np.array_equal(toned(rgb), toned(base)):
-            rgb = np.clip(base - shift, 0, 255)
+        if np.abs(toned(rgb) - toned(base)).max() < BACKGROUND_SHIFT // 2 and 0 <= base[channel] - shift[channel] <= 255:
+            rgb = base - shift
         return Damage(kind, background_rgb=tuple(int(v) for v in rgb))
     if not others:
         return None
@@ -656,13 +667,13 @@ def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """Low image quality the way generated images are bad: noise, blur, or blocky compression."""
     x = img.astype(np.float32)
     if kind == "noise":
-        x = x + rng.normal(0.0, 30.0, size=x.shape).astype(np.float32)
-    elif kind == "blur":  # separable [1, 2, 1] / 4, applied twice: a soft, visibly defocused image
-        for _ in range(2):
-            p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
-            x = (p[:-2, 1:-1] + 2 * p[1:-1, 1:-1] + p[2:, 1:-1]) / 4.0
-            p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
-            x = (p[1:-1, :-2] + 2 * p[1:-1, 1:-1] + p[1:-1, 2:]) / 4.0
+        x = x + rng.normal(0.0, NOISE_SIGMA, size=x.shape).astype(np.float32)
+    elif kind == "blur":  # defocus: a BLUR_WIDTH-pixel box, separable, spreads every edge over that many pixels
+        r = BLUR_WIDTH // 2
+        p = np.pad(x, ((r, r), (0, 0), (0, 0)), mode="edge")
+        x = sum(p[i:i + x.shape[0]] for i in range(BLUR_WIDTH)) / BLUR_WIDTH
+        p = np.pad(x, ((0, 0), (r, r), (0, 0)), mode="edge")
+        x = sum(p[:, i:i + x.shape[1]] for i in range(BLUR_WIDTH)) / BLUR_WIDTH
     elif kind == "blocky":
         b = max(2, img.shape[0] // 8)
         h, w = (img.shape[0] // b) * b, (img.shape[1] // b) * b
