@@ -1,6 +1,6 @@
 """Ablations (notebook 06): which parts of the method matter, measured in the toy world.
 
-Two kinds of question, answered two ways:
+Three kinds of question:
 
 * **Trained switches** -- which rewards the model reads (none / scores / text / both) and where they enter
   (the latent features / the time embedding / both). Each switch is its own stage-2 model, trained exactly
@@ -8,6 +8,9 @@ Two kinds of question, answered two ways:
   exactly as notebook 05 evaluates them. Both go through functions that reuse finished work
   (:func:`train.ensure_trained`, :func:`evaluate.evaluate`), so the course's baseline and multi-reward
   model are neither retrained nor re-judged here.
+* **The reward knob** (:func:`run_knob`) -- the question every comparison depends on: does the multi-reward
+  model obey its rewards? Asked for 0 instead of 5 in one perspective, on the whole benchmark at the
+  evaluation's own settings, how far does the judge's yes-rate in that perspective drop?
 * **Inference-time sweeps** on the multi-reward model -- ask for a worse score in one perspective (0..5,
   the other two at 5) and watch whether the edits follow the request; and add *reward guidance* (the
   pipeline's ``reward_guidance_scale``). No training: only edits and verdicts, all settings of a sweep
@@ -236,6 +239,18 @@ def run_sweeps(model: str | Path, bench_dir: str | Path, sweeps_dir: str | Path,
                              **eval_changes(seed, steps)} for sw in sweeps}
     reports = E.evaluate_many(model, bench_dir, runs, limit=limit, batch_size=batch_size, progress=False, **kwargs)
     return {sw: reports[root / sw.slug] for sw in sweeps}
+
+
+def run_knob(model: str | Path, bench_dir: str | Path, knob_dir: str | Path, *, seed: int = 0,
+             steps: int | None = None, limit: int | None = None, low: float = 0.0,
+             high_dir: str | Path | None = None, batch_size: int = 64, **kwargs: Any) -> E.KnobReport:
+    """The reward knob (:func:`evaluate.reward_knob`) of the multi-reward model at notebook 05's settings (its
+    seed and steps, on the same items), into ``knob_dir/steps-<n>-seed-<s>``. ``high_dir``: 05's (5, 5, 5)
+    folder of this model, reused (refused by its settings file if made otherwise). ``kwargs``: judge,
+    device, ... for :func:`evaluate.reward_knob`."""
+    root = Path(knob_dir) / f"steps-{steps if steps else 'default'}-seed-{seed}"
+    return E.reward_knob(model, bench_dir, root, low=low, high_dir=high_dir, changes=eval_changes(seed, steps),
+                         limit=limit, batch_size=batch_size, progress=False, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------

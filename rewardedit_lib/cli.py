@@ -154,23 +154,63 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edit_changes(args: argparse.Namespace) -> dict:
+    """The edit settings an evaluating command was given (steps, guidance, eta, seed), those not given left out."""
+    names = (("num_inference_steps", "steps"), ("guidance_scale", "guidance_scale"),
+             ("image_guidance_scale", "image_guidance_scale"), ("eta", "eta"), ("seed", "seed"))
+    return {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
+
+
+def _judge_kwargs(args: argparse.Namespace) -> dict:
+    """The judge and run options an evaluating command was given (see :func:`_add_judge_args`)."""
+    return dict(base_url=args.base_url, judge_model=args.judge_model, api_key_env=args.api_key_env,
+                device=args.device, limit=args.limit, progress=not args.no_progress)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    changes = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance_scale),
-                                 ("image_guidance_scale", args.image_guidance_scale), ("eta", args.eta),
-                                 ("seed", args.seed))
-               if v is not None}
+    changes = _edit_changes(args)
     if args.scores is not None:
         scores = None if args.scores == "unknown" else tuple(float(x) for x in args.scores.split(","))
         if scores is not None and len(scores) != 3:
             raise ValueError(f"--scores wants 3 numbers (following,preserving,quality), got {args.scores!r}")
         changes["reward_scores"] = scores
-    report = evaluate(args.model, args.bench, args.out, changes=changes, base_url=args.base_url,
-                      judge_model=args.judge_model, api_key_env=args.api_key_env, device=args.device,
-                      limit=args.limit, progress=not args.no_progress)
+    report = evaluate(args.model, args.bench, args.out, changes=changes, **_judge_kwargs(args))
     print(report)
     return 0
+
+
+def _cmd_knob(args: argparse.Namespace) -> int:
+    from .evaluate import reward_knob
+
+    knob = reward_knob(args.model, args.bench, args.out, low=args.low, high_dir=args.high_dir,
+                       changes=_edit_changes(args), **_judge_kwargs(args))
+    print(knob)
+    print(f"saved {args.out / 'knob.json'}")
+    return 0
+
+
+def _add_edit_args(s: argparse.ArgumentParser, sampler: bool) -> None:
+    """How to edit (read back by :func:`_edit_changes`): steps and seed; with ``sampler`` the guidance and eta too."""
+    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: 30 sd15, 20 toy)")
+    if sampler:
+        s.add_argument("--guidance-scale", type=float, default=None, help="text guidance")
+        s.add_argument("--image-guidance-scale", type=float, default=None, help="image guidance")
+        s.add_argument("--eta", type=float, default=None,
+                       help="fresh noise per DDIM step, 0 deterministic .. 1 ancestral (default: 1 toy; sd15's "
+                            "Euler-ancestral takes none)")
+    s.add_argument("--seed", type=int, default=None, help="noise seed (edits are deterministic per item and seed)")
+
+
+def _add_judge_args(s: argparse.ArgumentParser) -> None:
+    """The judge and run options every evaluating command shares (read back by :func:`_judge_kwargs`)."""
+    s.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: the local toy judge)")
+    s.add_argument("--judge-model", default=None, help="judge model name (e.g. gpt-4o; required with --base-url)")
+    s.add_argument("--api-key-env", default=None, help="environment variable holding the judge's key (never the key)")
+    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N items")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,26 +327,33 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="edit and judge a Real-Edit-layout benchmark; resumable",
                        description="Writes edits/, results.jsonl (one line per item, three verdicts) and "
                                    "summary.json (yes-rate and mean score per perspective, overall and per edit "
-                                   "type, bootstrap 95%% CIs) under --out. Keys come from the environment only.")
+                                   "type, bootstrap 95% CIs) under --out. Keys come from the environment only.")
     s.add_argument("--model", required=True, type=Path, help="model folder (a trainer's model/ or InstructPix2Pix)")
     s.add_argument("--bench", required=True, type=Path, help="Real-Edit-layout benchmark folder")
     s.add_argument("--out", required=True, type=Path, help="output folder")
-    s.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: the local toy judge)")
-    s.add_argument("--judge-model", default=None, help="judge model name (e.g. gpt-4o; required with --base-url)")
-    s.add_argument("--api-key-env", default=None, help="environment variable holding the judge's key (never the key)")
     s.add_argument("--scores", default=None,
                    help="reward scores to edit with, e.g. 5,5,5 (the default), or 'unknown'")
-    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: 30 sd15, 20 toy)")
-    s.add_argument("--guidance-scale", type=float, default=None, help="text guidance")
-    s.add_argument("--image-guidance-scale", type=float, default=None, help="image guidance")
-    s.add_argument("--eta", type=float, default=None,
-                   help="fresh noise per DDIM step, 0 deterministic .. 1 ancestral (default: 1 toy; sd15's "
-                        "Euler-ancestral takes none)")
-    s.add_argument("--seed", type=int, default=None, help="noise seed (edits are deterministic per item and seed)")
-    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
-    s.add_argument("--limit", type=int, default=None, help="only the first N items")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_edit_args(s, sampler=True)
+    _add_judge_args(s)
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("knob", help="the reward knob: does a multi-reward model obey its rewards? resumable",
+                       description="Edits the benchmark asking for a low score (--low) in one perspective, the "
+                                   "other two at 5, for each perspective, and at (5, 5, 5); judges every edit as "
+                                   "`evaluate` does and prints, per perspective, the yes-rate at 5 and at --low "
+                                   "and their difference (the knob, in points) with a paired-bootstrap 95% CI. "
+                                   "A knob near 0 means the model does not hear that reward. One evaluation "
+                                   "folder per setting under --out (F0-P5-Q5, ..., F5-P5-Q5) and knob.json.")
+    s.add_argument("--model", required=True, type=Path, help="multi-reward model folder (a trainer's model/)")
+    s.add_argument("--bench", required=True, type=Path, help="Real-Edit-layout benchmark folder")
+    s.add_argument("--out", required=True, type=Path, help="output folder")
+    s.add_argument("--low", type=float, default=0.0, help="the low requested score (default 0; the others stay 5)")
+    s.add_argument("--high-dir", type=Path, default=None,
+                   help="an existing (5,5,5) `evaluate --out` folder of this model to reuse (refused if its "
+                        "settings differ)")
+    _add_edit_args(s, sampler=False)
+    _add_judge_args(s)
+    s.set_defaults(func=_cmd_knob)
 
     s = sub.add_parser("course", help="run the notebooks in order with papermill on a named profile")
     s.add_argument("--profile", default="toy-cpu", help="toy-cpu (default), toy-gpu, sd15")

@@ -1,8 +1,8 @@
 """The course report: one self-contained HTML page, ``<out>/report.html``, from what a course run left behind.
 
 Why a page and not "open the notebooks": after ``rewardedit course`` a reader wants the answer first -- did
-every notebook run, how long did each take, does the multi-reward model beat the baseline, what did the
-ablations show -- and the figures that back it, in one file that can be mailed or archived (images are
+every notebook run, how long did each take, does the multi-reward model obey its rewards at all (the
+reward knob), does it beat the baseline, what did the ablations show -- and the figures that back it, in one file that can be mailed or archived (images are
 embedded as data URIs; nothing is fetched). Every number on the page is read from what the notebooks
 recorded (:func:`course.record_results`) and every figure from the executed notebooks; the report
 computes nothing, so it can never disagree with them.
@@ -11,7 +11,8 @@ Sources, all optional (whatever is missing is shown as missing, never guessed)::
 
     summary.json          the runner's status and wall time per notebook (the latest ``rewardedit course``)
     NN_name.ipynb         the executed notebooks: their figures; status and time if summary.json lacks them
-    results/NN_name.json  each notebook's recorded results (05: the headline table, 06: the ablation table)
+    results/NN_name.json  each notebook's recorded results (05: the headline table and the paired
+                          differences, 06: the reward knob and the ablation table)
 
 No secrets: papermill parameters are not shown, and the page is scrubbed of anything that looks like a
 key (``sk-...``, ``hf_...``, bearer tokens) and of the values of credential-like environment variables.
@@ -181,6 +182,17 @@ def headline_section(results: Mapping[str, Any]) -> str:
     parts = [f"<p>{_e(results.get('bench_edits', '?'))} edits of {_e(results.get('bench_images', '?'))} benchmark "
              f"images, judged by {_e(results.get('judge', '?'))}: yes-rate (%) and mean score (0-5) per "
              f"perspective.</p>", html_table(["model"] + [t for _, t, _ in _METRIC_COLUMNS], rows, "num")]
+    diffs = results.get("paired_difference")
+    if diffs:
+        names = list(head)
+        who = f"{names[-1]} - {names[0]}" if len(names) == 2 else "A - B"
+        parts.append(f"<p>The difference, edit by edit ({_e(who)}), with its paired-bootstrap 95% interval: an "
+                     f"interval that contains 0 is no measured difference.</p>")
+        parts.append(html_table(["perspective", "edits", "yes-rate difference (points) [95% CI]",
+                                 "score difference [95% CI]"],
+                                [[p, d.get("n", "-"), _diff(d.get("yes_diff"), d.get("yes_diff_ci"), 1),
+                                  _diff(d.get("score_diff"), d.get("score_diff_ci"), 2)] for p, d in diffs.items()],
+                                "num"))
     paired = results.get("paired")
     if paired:
         names = list(head)
@@ -195,6 +207,35 @@ def headline_section(results: Mapping[str, Any]) -> str:
         parts.append(html_table(["model", "following yes %", "preserving score", "quality score"],
                                 [[m, r["following_yes_rate"], r["preserving_score"], r["quality_score"]]
                                  for m, r in paper.items()], "num"))
+    return "\n".join(parts)
+
+
+def _diff(value: Any, ci: Any, digits: int) -> str:
+    """``+1.2 [-0.3, +2.8]``: a recorded difference and its interval; ``-`` where nothing was recorded."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci)):
+        return f"{value:+.{digits}f}"
+    return f"{value:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def knob_section(results: Mapping[str, Any]) -> str:
+    """06's recorded reward knob (``evaluate.KnobReport.to_json()``): its table and verdict, as recorded."""
+    knob = results.get("knob")
+    table = knob.get("table") if isinstance(knob, Mapping) else None
+    if not table or "columns" not in table:
+        return "<p class='missing'>Notebook 06 recorded no reward knob (not run, or it failed).</p>"
+    settings = knob.get("edit_settings", {})
+    low = knob.get("low", "?")
+    parts = [f"<p>The multi-reward model edits the {_e(knob.get('n', '?'))} benchmark edits asking for "
+             f"{_e(f'{low:g}' if isinstance(low, (int, float)) else low)} instead of 5 in one perspective (the "
+             f"other two at 5), and at (5, 5, 5); {_e(settings.get('num_inference_steps', '?'))} denoising steps, "
+             f"seed {_e(settings.get('seed', '?'))}. The knob is the judge's yes-rate in that perspective at 5 "
+             f"minus at the low score, edit by edit, with its paired-bootstrap 95% interval. A knob near 0 means "
+             f"the model does not hear that reward: no difference from the baseline there can come from the "
+             f"rewards.</p>", html_table(table["columns"], table["rows"], "num")]
+    if knob.get("verdict"):
+        parts.append(f"<p><b>{_e(knob['verdict'])}</b></p>")
     return "\n".join(parts)
 
 
@@ -299,10 +340,12 @@ def render(summary: Mapping[str, Any], entries: Sequence[NotebookEntry], out_dir
     parts.append(headline_section(ev.results if ev else {}))
     parts.append("<h3>Per edit type</h3>")
     parts.append(by_type_section(ev.results if ev else {}))
+    ab = by_name.get("06_ablations")
+    parts.append("<h2>Reward knob: does the multi-reward model obey its rewards? (notebook 06)</h2>")
+    parts.append(knob_section(ab.results if ab else {}))
     tr = by_name.get("04_training")
     parts.append("<h2>Loss probes (notebook 04)</h2>")
     parts.append(probe_section(tr.results if tr else {}))
-    ab = by_name.get("06_ablations")
     parts.append("<h2>Ablations (notebook 06)</h2>")
     parts.append(ablation_section(ab.results if ab else {}))
     parts.append("<h2>Figures</h2>")

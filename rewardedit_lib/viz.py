@@ -754,6 +754,51 @@ def sweep_edit_grid(source, instruction: str, strips: Mapping[str, Sequence[tupl
 # --------------------------------------------------------------------------------------------------
 # The reward knob (notebook 06)
 # --------------------------------------------------------------------------------------------------
+def knob_bars(knob) -> Figure:
+    """The reward knob measured (:func:`evaluate.reward_knob`; its report or ``to_json()``): left, per
+    perspective, the judge's yes-rate when the model is asked for 5 and for the low score; right, their
+    difference -- the knob, in points -- with its paired-bootstrap 95% interval. A bar whose interval
+    crosses 0 is a reward the model was not shown to hear."""
+    d = knob.to_json() if hasattr(knob, "to_json") else knob
+    per, low = d["perspectives"], float(d["low"])
+    names = list(per)
+    x = np.arange(len(names))
+    ticks = [PERSPECTIVE_TITLES.get(p, p).replace(" ", "\n", 1) for p in names]
+    colors = [PERSPECTIVE_COLORS.get(p, "#777777") for p in names]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    ax.bar(x - 0.2, [per[p]["yes_rate_high"] for p in names], 0.4, color=colors, label="asked 5")
+    ax.bar(x + 0.2, [per[p]["yes_rate_low"] for p in names], 0.4, color=colors, alpha=0.45, hatch="//",
+           edgecolor="white", label=f"asked {low:g}")
+    ax.set_xticks(x, ticks, fontsize=8)
+    ax.set_ylabel("judge's yes-rate (%)")
+    ax.set_ylim(0, 115)
+    ax.set_title(f"Asked for 5 vs {low:g} in that perspective", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=2, loc="upper center")
+    vals = np.array([per[p]["knob"] for p in names], dtype=float)
+    ci = np.array([per[p]["knob_ci"] for p in names], dtype=float)
+    err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
+    bx.bar(x, vals, 0.55, yerr=err, capsize=4, color=colors)
+    bx.axhline(0, color="black", lw=0.8)
+    top = float(np.nanmax(np.append(ci[:, 1], 0.0)))
+    bottom = float(np.nanmin(np.append(ci[:, 0], 0.0)))
+    pad = max(8.0, 0.25 * (top - bottom))
+    bx.set_ylim(bottom - pad, top + pad)
+    for i, p in enumerate(names):
+        up = not vals[i] < 0
+        at = ci[i, 1] if up else ci[i, 0]
+        bx.annotate(f"{vals[i]:+.0f}: {per[p]['verdict']}", (x[i], at if at == at else 0.0),
+                    xytext=(0, 3 if up else -3), textcoords="offset points", ha="center",
+                    va="bottom" if up else "top", fontsize=7.5)
+    bx.set_xticks(x, ticks, fontsize=8)
+    bx.set_ylabel(f"yes % at 5 - at {low:g} (points)")
+    bx.set_title("The knob, with its 95% CI", fontsize=10)
+    bx.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"The reward knob on {d['n']} edits", fontsize=11)
+    fig.tight_layout()
+    return _finish(fig)
+
+
 class RewardKnob:
     """Re-run one edit live under the rewards you ask for: three score sliders (0-5) and a feedback text box.
 

@@ -317,3 +317,41 @@ def test_the_knob_falls_back_to_fixed_rewards_without_widgets(knob_inputs, capsy
     assert isinstance(fig, Figure) and len(fig.axes) == 5
     assert [ax.get_title() for ax in fig.axes][:2] == ["source", "asked 5, 5, 5"]
     assert "static view requested" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# The reward knob measured (evaluate.reward_knob through ablation.run_knob; its figure)
+# --------------------------------------------------------------------------------------------------
+def test_run_knob_uses_notebook_05s_settings_and_a_folder_per_steps_and_seed(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(E, "reward_knob", lambda model, bench, out, **kw: calls.append((Path(out), kw)) or out)
+    A.run_knob("m1", "bench", tmp_path / "knob", seed=2, steps=3, limit=5, high_dir=tmp_path / "eval" / "multi-reward",
+               device="cpu")
+    A.run_knob("m1", "bench", tmp_path / "knob", seed=0)
+    assert [c[0] for c in calls] == [tmp_path / "knob" / "steps-3-seed-2", tmp_path / "knob" / "steps-default-seed-0"]
+    kw = calls[0][1]
+    # the same changes notebook 05 evaluates with, so 05's (5, 5, 5) folder is accepted as the knob's own
+    assert kw["changes"] == A.eval_changes(2, 3) == {"seed": 2, "num_inference_steps": 3}
+    assert kw["limit"] == 5 and kw["high_dir"] == tmp_path / "eval" / "multi-reward" and kw["low"] == 0.0
+    assert kw["device"] == "cpu" and kw["progress"] is False
+
+
+def test_knob_bars_draw_the_yes_rates_and_the_knob_with_its_interval():
+    per = {"following": dict(n=14, yes_rate_high=50.0, yes_rate_low=14.3, knob=35.7, knob_ci=[14.3, 57.1],
+                             verdict="obeys"),
+           "preserving": dict(n=14, yes_rate_high=7.1, yes_rate_low=7.1, knob=0.0, knob_ci=[-14.3, 14.3],
+                              verdict="not shown"),
+           "quality": dict(n=14, yes_rate_high=71.4, yes_rate_low=78.6, knob=-7.1, knob_ci=[-21.4, 7.1],
+                           verdict="not shown")}
+    fig = viz.knob_bars({"low": 0.0, "n": 14, "perspectives": per})
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    rates, knobs = fig.axes
+    heights = [round(b.get_height(), 1) for b in rates.patches]
+    assert heights == [50.0, 7.1, 71.4, 14.3, 7.1, 78.6]  # asked 5, then asked 0, per perspective
+    assert [t.get_text() for t in rates.get_legend().get_texts()] == ["asked 5", "asked 0"]
+    assert [round(b.get_height(), 1) for b in knobs.patches] == [35.7, 0.0, -7.1]
+    caps = knobs.containers[0].lines[2][0].get_segments()  # the error bars: one segment per perspective
+    assert [tuple(np.round([s[0][1], s[1][1]], 1)) for s in caps] == [(14.3, 57.1), (-14.3, 14.3), (-21.4, 7.1)]
+    labels = " ".join(t.get_text() for t in knobs.texts)
+    assert "+36: obeys" in labels and "-7: not shown" in labels
+    assert "at 0" in knobs.get_ylabel() and "14 edits" in fig._suptitle.get_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -17,13 +18,38 @@ def run(*argv: str) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("command", ["toy-data", "toy-bench", "validate", "judge-server", "annotate", "train",
-                                     "evaluate", "course", "report"])
+COMMANDS = ["toy-data", "toy-bench", "validate", "judge-server", "annotate", "train", "evaluate", "knob", "course",
+            "report"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
     assert e.value.code == 0
     assert f"usage: rewardedit {command}" in capsys.readouterr().out
+
+
+def test_the_top_level_help_describes_every_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == sorted(COMMANDS)  # a new command is added to the list above (and so tested)
+    described = {a.dest: a.help for a in sub._choices_actions}
+    assert all(described.get(c) for c in COMMANDS), described
+    assert "knob" in out and "does a multi-reward model obey its rewards?" in " ".join(out.split())
+
+
+def test_knob_shares_evaluate_s_judge_options():
+    def options(command: str) -> set[str]:
+        sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+        return {o for a in sub.choices[command]._actions for o in a.option_strings}
+
+    judge = {"--base-url", "--judge-model", "--api-key-env", "--device", "--limit", "--no-progress", "--steps",
+             "--seed"}
+    assert judge <= options("evaluate") and judge <= options("knob")
+    assert {"--model", "--bench", "--out", "--low", "--high-dir"} <= options("knob")
 
 
 @pytest.mark.parametrize("argv, names", [

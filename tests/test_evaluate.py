@@ -173,3 +173,171 @@ def test_the_cli_evaluates_a_model_folder(model_dir, bench, tmp_path, capsys):
     assert cli.main(["evaluate", "--model", str(model_dir), "--bench", str(bench), "--out", str(tmp_path / "e0"),
                      "--steps", "2", "--limit", "1", "--eta", "0", "--no-progress"]) == 0
     assert json.loads((tmp_path / "e0" / "edits" / "settings.json").read_text())["eta"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired difference
+# --------------------------------------------------------------------------------------------------
+def test_paired_difference_is_the_mean_per_edit_difference_with_a_paired_interval():
+    a = rows_of({"following": [5, 4, 1, 0, 3, 5], "preserving": [5] * 6, "quality": [3] * 6}, ["Add"] * 6)
+    b = rows_of({"following": [5, 0, 1, 0, 0, 4], "preserving": [5] * 6, "quality": [4] * 6}, ["Add"] * 6)
+    d = E.paired_difference(a, b, "following", n_boot=2000)
+    assert set(d) == {"n", "yes_diff", "yes_diff_ci", "score_diff", "score_diff_ci"}
+    # yes (score >= 4): A 1,1,0,0,0,1 vs B 1,0,0,0,0,1 -> +100 on one of six edits; scores +0 +4 +0 +0 +3 +1
+    assert d["n"] == 6 and d["yes_diff"] == pytest.approx(100 / 6) and d["score_diff"] == pytest.approx(8 / 6)
+    assert 0.0 <= d["yes_diff_ci"][0] <= d["yes_diff"] <= d["yes_diff_ci"][1] <= 100.0
+    assert 0.0 <= d["score_diff_ci"][0] < d["score_diff"] < d["score_diff_ci"][1] <= 4.0
+    assert E.paired_difference(a, b, "following", n_boot=2000) == d  # deterministic given the seed
+    q = E.paired_difference(a, b, "quality")  # every edit 3 vs 4 (a no vs a yes): one difference, no spread
+    assert (q["yes_diff"], q["yes_diff_ci"], q["score_diff"], q["score_diff_ci"]) == (-100.0, [-100.0, -100.0],
+                                                                                      -1.0, [-1.0, -1.0])
+    # the same rows: 0, and an interval of zero width
+    same = E.paired_difference(a, a, "following")
+    assert same["yes_diff"] == 0.0 and same["yes_diff_ci"] == [0.0, 0.0]
+    assert same["score_diff"] == 0.0 and same["score_diff_ci"] == [0.0, 0.0]
+    # items judged by one side only (another id, a failed verdict) are left out, not counted as zeros
+    extra = rows_of({"following": [0], "preserving": [0], "quality": [0]}, ["Add"])
+    extra[0]["id"] = "only-in-a"
+    b_missing = [dict(r) for r in b]
+    b_missing[4]["following"] = None
+    d2 = E.paired_difference(a + extra, b_missing, "following", n_boot=2000)
+    assert d2["n"] == 5 and d2["score_diff"] == pytest.approx(5 / 5) and d2["yes_diff"] == pytest.approx(100 / 5)
+    assert E.paired_difference(extra, b, "following")["n"] == 0
+    text = E.difference_text({"following": d}, "A - B")
+    assert "following   yes-rate  +16.7 points" in text and "score +1.33" in text
+
+
+# --------------------------------------------------------------------------------------------------
+# The reward knob
+# --------------------------------------------------------------------------------------------------
+KNOB_CHANGES = {"num_inference_steps": 2, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def knob(model_dir, bench, tmp_path_factory):
+    out = tmp_path_factory.mktemp("knob") / "k"
+    return out, E.reward_knob(model_dir, bench, out, changes=KNOB_CHANGES, n_boot=200, progress=False)
+
+
+def _settings_of(folder: Path) -> dict:
+    return json.loads((folder / "edits" / "settings.json").read_text())
+
+
+def test_the_knob_edits_each_setting_into_a_folder_that_spells_it_out(knob, model_dir, bench):
+    from rewardedit_lib.formats import PERFECT_FEEDBACK
+    from rewardedit_lib.pipeline import DEFAULT_REWARD_TEXT
+
+    out, rep = knob
+    assert sorted(p.name for p in out.iterdir()) == ["F0-P5-Q5", "F5-P0-Q5", "F5-P5-Q0", "F5-P5-Q5", "knob.json"]
+    assert rep.n == 14 and rep.low == 0.0 and rep.model == str(model_dir)
+    failures = {"following": "The instruction was not followed.", "preserving": "The unrelated details were changed.",
+                "quality": "The image has obvious artifacts, noise and blur."}
+    for k, (p, failure) in enumerate(failures.items()):
+        folder = rep.settings[p]["folder"]
+        saved = _settings_of(folder)
+        assert folder == out / ["F0-P5-Q5", "F5-P0-Q5", "F5-P5-Q0"][k]
+        assert saved["reward_scores"] == [0.0 if j == k else 5.0 for j in range(3)]
+        assert saved["reward_text"].split("; ") == [failure if j == k else PERFECT_FEEDBACK for j in range(3)]
+        assert saved["num_inference_steps"] == 2 and saved["seed"] == 0 and saved["model"] == str(model_dir)
+        assert len(E.read_results(folder)) == 14
+    high = _settings_of(out / "F5-P5-Q5")
+    assert high["reward_scores"] == [5.0] * 3 and high["reward_text"] == DEFAULT_REWARD_TEXT
+    # the (5, 5, 5) folder is an ordinary evaluation: evaluate() with the same changes takes it as its own
+    stamps = {q: q.stat().st_mtime_ns for q in (out / "F5-P5-Q5" / "edits").glob("*.png")}
+    plain = E.evaluate(model_dir, bench, out / "F5-P5-Q5", changes=KNOB_CHANGES, n_boot=200, progress=False)
+    assert plain.edit_s == 0 and {q: q.stat().st_mtime_ns for q in stamps} == stamps
+    assert plain.summary["overall"]["following"]["yes_rate"] == rep.perspectives["following"]["yes_rate_high"]
+    # only the rewards differ between two settings: same item, same noise, another edit
+    row_hi, row_lo = E.read_results(out / "F5-P5-Q5")[0], E.read_results(out / "F0-P5-Q5")[0]
+    assert row_hi["id"] == row_lo["id"]
+    assert np.abs(np.asarray(Image.open(row_hi["edit"])).astype(int)
+                  - np.asarray(Image.open(row_lo["edit"])).astype(int)).max() > 2
+
+
+def test_the_knob_is_the_paired_yes_rate_difference_of_its_folders(knob):
+    out, rep = knob
+    high = E.read_results(out / "F5-P5-Q5")
+    for k, p in enumerate(("following", "preserving", "quality")):
+        low = E.read_results(rep.settings[p]["folder"])
+        c = rep.perspectives[p]
+        want_hi = 100 * np.mean([r[p]["yes"] for r in high])
+        want_lo = 100 * np.mean([r[p]["yes"] for r in low])
+        assert c["n"] == 14 and c["yes_rate_high"] == pytest.approx(want_hi)
+        assert c["yes_rate_low"] == pytest.approx(want_lo)
+        assert c["knob"] == pytest.approx(want_hi - want_lo)
+        assert c["score_high"] == pytest.approx(np.mean([r[p]["score"] for r in high]))
+        assert c["knob_ci"] == E.paired_difference(high, low, p, n_boot=200)["yes_diff_ci"]
+        assert c["knob_ci"][0] <= c["knob"] <= c["knob_ci"][1]
+        assert c["verdict"] == ("obeys" if c["knob_ci"][0] > 0 else "reversed" if c["knob_ci"][1] < 0
+                                else "not shown")
+    saved = json.loads((out / "knob.json").read_text())
+    assert saved["perspectives"] == json.loads(json.dumps(rep.perspectives))
+    assert E.read_knob(out).to_json() == saved  # round trip
+    table = rep.table_markdown()
+    assert table.splitlines()[0] == ("| perspective | edits | yes % at 5 | yes % at 0 | knob (points) [95% CI] | "
+                                     "score at 5 | score at 0 | obeys? |")
+    c = rep.perspectives["following"]
+    assert table.splitlines()[2].startswith(f"| following | 14 | {c['yes_rate_high']:.1f} | {c['yes_rate_low']:.1f} "
+                                            f"| {c['knob']:+.1f} [")
+    assert str(rep).count("\n| ") == 4 and rep.verdict() in str(rep)
+
+
+def test_a_second_knob_redoes_no_edit(knob, model_dir, bench):
+    out, rep = knob
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/edits/*.png")}
+    assert len(stamps) == 4 * 14
+    again = E.reward_knob(model_dir, bench, out, changes=KNOB_CHANGES, n_boot=200, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/edits/*.png")} == stamps
+    assert again.edit_s == 0 and again.perspectives == rep.perspectives
+
+
+def test_the_knob_reuses_a_high_dir_and_its_settings_file_still_protects_it(model_dir, bench, tmp_path):
+    ev = E.evaluate(model_dir, bench, tmp_path / "eval", changes=KNOB_CHANGES, limit=7, n_boot=50, progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "eval" / "edits").glob("*.png")}
+    rep = E.reward_knob(model_dir, bench, tmp_path / "k", high_dir=tmp_path / "eval", changes=KNOB_CHANGES,
+                        limit=7, n_boot=50, progress=False)
+    assert not (tmp_path / "k" / "F5-P5-Q5").exists() and rep.settings["high"]["folder"] == tmp_path / "eval"
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "eval" / "edits").glob("*.png")} == stamps  # reused
+    assert rep.perspectives["quality"]["yes_rate_high"] == pytest.approx(ev.summary["overall"]["quality"]["yes_rate"])
+    with pytest.raises(ValueError, match="num_inference_steps"):  # other steps than the folder was made with
+        E.reward_knob(model_dir, bench, tmp_path / "k3", high_dir=tmp_path / "eval",
+                      changes={**KNOB_CHANGES, "num_inference_steps": 3}, limit=7, progress=False)
+    with pytest.raises(ValueError, match="evaluation of 7 items, the knob asks for 3"):
+        E.reward_knob(model_dir, bench, tmp_path / "k", high_dir=tmp_path / "eval", changes=KNOB_CHANGES, limit=3,
+                      progress=False)
+
+
+def test_the_knob_refuses_a_model_without_rewards_by_name(bench, tmp_path):
+    plain = tmp_path / "baseline-model"
+    toy_pipeline(seed=0, rewards="none").save_pretrained(plain)
+    with pytest.raises(ValueError, match=f"multi-reward model.*{plain}.*reads no rewards"):
+        E.reward_knob(plain, bench, tmp_path / "k", changes=KNOB_CHANGES, limit=1, progress=False)
+    assert not (tmp_path / "k").exists()  # refused before anything was edited
+    with pytest.raises(ValueError, match="low=5"):
+        E.knob_settings(5)
+    with pytest.raises(ValueError, match="reward_scores"):
+        E.reward_knob(plain, bench, tmp_path / "k", changes={"reward_scores": (1, 1, 1)}, progress=False)
+
+
+def test_the_cli_knob_prints_the_table_and_refuses_a_baseline(model_dir, bench, tmp_path, capsys):
+    from rewardedit_lib import cli
+
+    code = cli.main(["knob", "--model", str(model_dir), "--bench", str(bench), "--out", str(tmp_path / "k"),
+                     "--steps", "2", "--seed", "1", "--limit", "3", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "reward knob of" in out and "| perspective | edits | yes % at 5 | yes % at 0 |" in out
+    assert all(f"| {p} | 3 |" in out for p in ("following", "preserving", "quality"))
+    saved = json.loads((tmp_path / "k" / "knob.json").read_text())
+    assert saved["n"] == 3 and saved["edit_settings"]["seed"] == 1 and saved["edit_settings"]["num_inference_steps"] == 2
+    assert _settings_of(tmp_path / "k" / "F0-P5-Q5")["reward_scores"] == [0.0, 5.0, 5.0]
+    assert cli.main(["knob", "--model", str(model_dir), "--bench", str(bench), "--out", str(tmp_path / "k2"),
+                     "--low", "2", "--steps", "2", "--limit", "1", "--no-progress"]) == 0
+    assert _settings_of(tmp_path / "k2" / "F5-P2-Q5")["reward_scores"] == [5.0, 2.0, 5.0]
+    capsys.readouterr()
+    plain = tmp_path / "plain"
+    toy_pipeline(seed=0, rewards="none").save_pretrained(plain)
+    assert cli.main(["knob", "--model", str(plain), "--bench", str(bench), "--out", str(tmp_path / "k3"),
+                     "--limit", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "rewardedit knob: error:" in err and str(plain) in err

@@ -181,3 +181,54 @@ def test_the_cli_rewrites_the_report(out_dir, capsys):
     assert "report.html" in capsys.readouterr().out and (out_dir / "report.html").exists()
     assert cli.main(["report", "--out", str(out_dir / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def _knob_record(low: float = 0.0) -> dict:
+    """What notebook 06 records as ``knob`` (evaluate.KnobReport.to_json()), built from hand-made numbers."""
+    from rewardedit_lib import evaluate
+
+    per = {"following": dict(n=140, yes_rate_high=12.1, yes_rate_low=11.4, score_high=0.9, score_low=0.8, knob=0.7,
+                             knob_ci=[-3.6, 5.0], score_diff=0.1, score_diff_ci=[-0.1, 0.3], verdict="not shown"),
+           "preserving": dict(n=140, yes_rate_high=6.4, yes_rate_low=2.1, score_high=1.8, score_low=1.2, knob=4.3,
+                              knob_ci=[0.7, 7.9], score_diff=0.6, score_diff_ci=[0.4, 0.8], verdict="obeys"),
+           "quality": dict(n=140, yes_rate_high=77.1, yes_rate_low=77.1, score_high=3.6, score_low=3.6, knob=0.0,
+                           knob_ci=[0.0, 0.0], score_diff=0.0, score_diff_ci=[0.0, 0.0], verdict="not shown")}
+    knob = evaluate.KnobReport(Path("k"), low, 140, per, {name: {**w, "folder": Path("k") / name} for name, w in
+                                                          evaluate.knob_settings(low).items()},
+                               {"num_inference_steps": 20, "seed": 0}, "models/multi-reward/model")
+    return knob.to_json()
+
+
+def test_the_reward_knob_is_shown_beside_the_headline(out_dir):
+    course.record_results("06_ablations", out_dir, knob=_knob_record())
+    html = report.build_report(out_dir).read_text()
+    head, knob_at, probes = (html.index("Headline: baseline vs multi-reward"), html.index("Reward knob: does the"),
+                             html.index("Loss probes (notebook 04)"))
+    assert head < knob_at < probes  # right after the headline comparison
+    section = html[knob_at:probes]
+    assert "<th>knob (points) [95% CI]</th>" in section and "<th>yes % at 0</th>" in section
+    assert ("<td>following</td><td>140</td><td>12.1</td><td>11.4</td><td>+0.7 [-3.6, +5.0]</td><td>0.90</td>"
+            "<td>0.80</td><td>not shown</td>") in section
+    assert "<td>preserving</td><td>140</td><td>6.4</td><td>2.1</td><td>+4.3 [+0.7, +7.9]</td>" in section
+    assert "140 benchmark edits asking for 0 instead of 5" in section and "20 denoising steps" in section
+    assert "does not hear that reward" in section
+    assert "The model obeys its preserving reward(s); asking for 0 instead of 5 does not measurably lower the " \
+           "yes-rate of following, quality" in section
+
+
+def test_without_a_recorded_knob_the_report_says_so(out_dir):
+    html = report.build_report(out_dir).read_text()  # the fixture's 06 failed before recording a knob
+    assert "Notebook 06 recorded no reward knob" in html
+
+
+def test_the_headline_shows_the_paired_difference_notebook_05_records(out_dir):
+    course.record_results("05_evaluation", out_dir, paired_difference={
+        "following": {"n": 140, "yes_diff": 4.2857, "yes_diff_ci": [-1.4286, 10.0], "score_diff": 0.2234,
+                      "score_diff_ci": [-0.05, 0.5]},
+        "quality": {"n": 140, "yes_diff": -7.1429, "yes_diff_ci": [-12.8571, -1.4286], "score_diff": -0.1429,
+                    "score_diff_ci": [-0.3, 0.01]}})
+    html = report.build_report(out_dir).read_text()
+    assert "edit by edit (multi-reward - baseline)" in html
+    assert "<td>following</td><td>140</td><td>+4.3 [-1.4, +10.0]</td><td>+0.22 [-0.05, +0.50]</td>" in html
+    assert "<td>quality</td><td>140</td><td>-7.1 [-12.9, -1.4]</td><td>-0.14 [-0.30, +0.01]</td>" in html
+    assert html.index("edit by edit (multi-reward") < html.index("Reward knob: does the")
