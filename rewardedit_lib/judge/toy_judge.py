@@ -1265,6 +1265,9 @@ def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_chan
     # Free cells that show something: the only places a moved object can have gone.
     busy = [c for c in free if cmp.excess(err0, intact, cores[c]) > 300.0]
     tones = {hyp.scene.tone} | ({hyp.base.tone} if hyp.base is not None else set())
+    # A Global or Style edit restyles every object (its tone, its outline): an object that is still there,
+    # in its place and its palette colour, has been preserved, however well the restyling went.
+    restyled = spec.edit_type in ("Global", "Style")
     for o in hyp.scene.objects:
         if o.cell in exempt:
             continue
@@ -1286,6 +1289,8 @@ def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_chan
             if s_ > 0.5 and fits and gain > top_gain * 1.02:
                 top, top_dmg, top_gain = label, dmg, gain
         if top is None:
+            if restyled:
+                continue  # how a restyled object looks is following's business
             drawn = _mask(o, size)
             inner = drawn if o.outline else tw.erode(drawn)  # the object's own pixels, not its (soft) rim
             if inner.sum() < 4:
