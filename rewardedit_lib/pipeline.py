@@ -497,7 +497,7 @@ def _load_reward_encoder(where: str | Path, required: bool, torch_dtype=None) ->
 #: no eta); the toy model predicts the clean image, which Euler-ancestral does not implement, so the toy runs
 #: DDIM and eta 1 makes it ancestral too. It matters: on the toy course's models of 3 seeds, eta 1 raised the
 #: judged yes-rates by 18 (following), 15 (preserving) and 7 (quality) points on average over eta 0, at the
-#: same 20 steps (README, "The toy sampler").
+#: same 20 steps (RESULTS.md, "The toy sampler").
 SAMPLER_ETA: dict[str, float] = {"sd15": 0.0, "toy": 1.0}
 
 

@@ -193,11 +193,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 0.0245) but costs the course 190 s more, and its judged edits were no better at this scale.
     "toy-cpu": dict(model="toy", max_steps=300, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",
                     warmup_steps=20, ema_decay=0.999, zero_init_rewards=True, reward_lr_scale=10.0, checkpoint_every=100,
-                    log_every=10, validation_steps=20),
+                    log_every=10, validation_steps=10),
     # Stage 1 on 2 CPU cores: 3000 steps on 5000 flawed triplets (about an hour).
     "toy-stage1": dict(model="toy", stage=1, max_steps=3000, batch_size=32, lr=1e-3,
                        lr_schedule="constant_with_warmup", warmup_steps=100, ema_decay=0.999, zero_init_rewards=True,
-                       checkpoint_every=250, log_every=25, validate_every=500, validation_steps=20),
+                       checkpoint_every=250, log_every=25, validate_every=500, validation_steps=10),
     # How the bundled toy stage-1 model was made: one GPU, batch 256 on 40,000 triplets, 12,700 steps (633 s
     # on an H200, in two `--time-limit` parts; the toy model is too small to fill a GPU: a step costs kernel
     # launches, not FLOPs). Its edits pass the toy judge's following check 50 % of the time, against 23.6 %
@@ -209,7 +209,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "toy-gpu": dict(model="toy", max_steps=3000, batch_size=64, lr=3e-4, reward_lr_scale=10.0,
                     lr_schedule="constant_with_warmup",
                     warmup_steps=100, ema_decay=0.999, zero_init_rewards=True, checkpoint_every=500,
-                    log_every=25, validate_every=500, validation_steps=20),
+                    log_every=25, validate_every=500, validation_steps=10),
     # The paper's stage-2 recipe: 256 px, batch 4 x 4 accumulation, 10k steps, lr 5e-5, EMA, dropout 0.05;
     # bf16 where the GPU has it, cached latents and embeddings.
     "sd15": dict(model="sd15", max_steps=10_000, batch_size=16, grad_accum=4, lr=5e-5, resolution=256,
