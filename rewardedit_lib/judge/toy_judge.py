@@ -289,7 +289,7 @@ def _edge_widths(x: np.ndarray) -> np.ndarray:
     for a in (x, x.transpose(1, 0, 2)):
         d = np.diff(a, axis=1)
         sign = np.where(d > _EDGE_STEP, 1, np.where(d < -_EDGE_STEP, -1, 0))
-        for r, c in zip(*np.nonzero(np.abs(a[:, :, :].max(1) - a.min(1)) >= _EDGE_JUMP)):  # lines with an edge
+        for r, c in zip(*np.nonzero(a.max(1) - a.min(1) >= _EDGE_JUMP)):  # (line, channel) pairs with an edge
             s = sign[r, :, c]
             # runs of one non-zero sign: where the sign changes, a run ends
             cut = np.flatnonzero(np.diff(s) != 0) + 1
