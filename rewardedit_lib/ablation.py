@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from . import evaluate as E
 from . import train
+from .evaluate import markdown_table  # noqa: F401  (the notebook renders its table with it)
 from .formats import PERSPECTIVES, BenchItem
 
 REWARD_MODES: tuple[str, ...] = ("none", "scores", "text", "both")
@@ -303,14 +304,6 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             head = [r["note"] or NOT_RUN, "-", "-"]
         body.append([r["kind"], r["setting"], *head, *cells])
     return {"columns": columns, "rows": body}
-
-
-def markdown_table(table: Mapping[str, Any]) -> str:
-    """``{"columns", "rows"}`` as a markdown table (no pandas needed)."""
-    cols = table["columns"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in table["rows"]]
-    return "\n".join(lines)
 
 
 def sweep_series(sweep_reports: Mapping[Sweep, E.EvalReport], metric: str = "score"

@@ -374,6 +374,14 @@ def difference_text(diffs: Mapping[str, Mapping[str, Any]], what: str = "A - B")
     return "\n".join(lines)
 
 
+def markdown_table(table: Mapping[str, Any]) -> str:
+    """``{"columns", "rows"}`` as a markdown table (no pandas needed): the knob's and the ablations' tables."""
+    cols = table["columns"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in table["rows"]]
+    return "\n".join(lines)
+
+
 def headline(summary: Mapping[str, Any]) -> dict[str, float]:
     """The six headline numbers: yes-rate and mean score for each perspective."""
     o = summary["overall"]
@@ -582,10 +590,7 @@ class KnobReport:
         return {"columns": columns, "rows": rows}
 
     def table_markdown(self) -> str:
-        t = self.table()
-        lines = ["| " + " | ".join(t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
-        lines += ["| " + " | ".join(row) + " |" for row in t["rows"]]
-        return "\n".join(lines)
+        return markdown_table(self.table())
 
     def verdict(self) -> str:
         """One sentence: which rewards the model was shown to obey."""
