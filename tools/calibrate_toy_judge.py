@@ -19,13 +19,14 @@ from rewardedit_lib import toyworld as tw
 from rewardedit_lib.judge import toy_judge as tj
 
 
-def background_shift(t: tw.ToyTriplet) -> float:
+def background_drift(ideal_scene: tw.Scene, edited: np.ndarray) -> float:
     """The largest per-channel change of the background colour, as drawn (after the scene's tone): the median
-    of the edited pixels where the ideal edit shows its background."""
-    ideal = tw.render(t.ideal_scene)
-    bg = tw.render(replace(t.ideal_scene, objects=()))[0, 0].astype(float)
+    of the edited pixels where the ideal edit shows its background. (tools/edit_errors.py measures models
+    with it too.)"""
+    ideal = tw.render(ideal_scene)
+    bg = tw.render(replace(ideal_scene, objects=()))[0, 0].astype(float)
     where = (ideal == bg).all(-1)
-    return float(np.abs(np.median(t.edited[where].astype(float), axis=0) - bg).max())
+    return float(np.abs(np.median(np.asarray(edited)[where].astype(float), axis=0) - bg).max())
 
 
 def recolour_sizes() -> list[float]:
@@ -62,7 +63,7 @@ def measure(n: int, seed: int) -> dict[str, tuple[float, float]]:
     for t in flawed:
         q = tj.assess_quality(t.edited)
         if t.flaws["preserving"] == "background_shift":
-            sizes["background"].append(background_shift(t))
+            sizes["background"].append(background_drift(t.ideal_scene, t.edited))
         if t.flaws["quality"] == "blur" and q.edge_width is not None:
             sizes["blur"].append(q.edge_width)
         if t.flaws["quality"] == "noise":

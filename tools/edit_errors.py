@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,9 @@ from PIL import Image
 
 from rewardedit_lib import toyworld as tw
 from rewardedit_lib.judge import toy_judge as tj
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from calibrate_toy_judge import background_drift  # noqa: E402  (the same measure the calibration uses)
 
 
 def main(eval_dir: str, bench_dir: str) -> None:
@@ -32,9 +34,7 @@ def main(eval_dir: str, bench_dir: str) -> None:
         e = np.asarray(Image.open(f).convert("RGB")).astype(np.float32)
         ideal = tw.Scene.from_dict(t["ideal_scene"])
         clean = tw.render(ideal).astype(np.float32)
-        back = tw.render(replace(ideal, objects=()))[0, 0].astype(np.float32)
-        where = (clean == back).all(-1)
-        bg.append(float(np.abs(np.median(e[where], axis=0) - back).max()))
+        bg.append(background_drift(ideal, e))
         for o in ideal.objects:
             m = tw.object_mask(o, ideal.size)
             m = m if o.outline else tw.erode(m)
