@@ -125,6 +125,14 @@ def _quiet_loading() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
+def default_settings(pipe: RewardEditPipeline) -> EditSettings:
+    """:data:`EDIT_DEFAULTS` of the model's config, with the feedback text the model records (the released
+    weights were evaluated with "None; None; None"; editing them with another text is another experiment)."""
+    base = EDIT_DEFAULTS[model_kind(pipe)]
+    text = getattr(pipe.config, "default_reward_text", None)
+    return replace(base, reward_text=text) if text else base
+
+
 def model_kind(pipe: RewardEditPipeline) -> str:
     """``"toy"`` (pixel space, no VAE) or ``"sd15"``."""
     return "toy" if pipe.vae is None else "sd15"
@@ -210,7 +218,7 @@ def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
             known = first.reward_scores is not None
             out = pipe([it.instruction for _, it, _ in batch], [images[it.image] for _, it, _ in batch],
                        reward_scores=[list(s.reward_scores) for s, _, _ in batch] if known else None,
-                       reward_text=[s.reward_text if s.reward_text is not None else DEFAULT_REWARD_TEXT
+                       reward_text=[s.reward_text if s.reward_text is not None else pipe.inference_reward_text
                                     for s, _, _ in batch] if known else None,
                        num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
                        image_guidance_scale=first.image_guidance_scale,
@@ -446,7 +454,7 @@ def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_
              n_boot: int = 1000, progress: bool = True) -> EvalReport:
     """Edit and judge a Real-Edit-layout benchmark (see the module docstring); ``limit`` = first N items.
 
-    ``settings``: how to edit (default: :data:`EDIT_DEFAULTS` of the model's config); ``changes``: fields of
+    ``settings``: how to edit (default: :func:`default_settings` of the model); ``changes``: fields of
     those settings to change, e.g. ``{"num_inference_steps": 10}`` (so a caller need not know the model's
     config to change one setting)."""
     return evaluate_many(model, bench_dir, {out_dir: changes}, settings=settings, base_url=base_url,
@@ -493,7 +501,7 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
                      base_url: str | None, judge_model: str | None, api_key_env: str | None, batch_size: int,
                      n_boot: int, progress: bool) -> dict[str | Path, EvalReport]:
     """:func:`evaluate_many` on a loaded pipeline (``model_id``: what its folders record as the model)."""
-    base = settings or EDIT_DEFAULTS[model_kind(pipe)]
+    base = settings or default_settings(pipe)
     chosen = {key: replace(base, **(changes or {})) for key, changes in runs.items()}
     needed = {key: sum(not (Path(key) / "edits" / f"{it.id}.png").exists() for it in items) for key in runs}
     t0 = time.perf_counter()

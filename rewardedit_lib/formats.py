@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Iterable, Literal, Mapping, TypeVar
 
+from .hub import REWARDEDIT_DATASET
+
 #: The seven Real-Edit edit types, in the benchmark's order.
 EDIT_TYPES: tuple[str, ...] = ("Local", "Remove", "Add", "Texture", "Background", "Global", "Style")
 #: The three perspectives, in RewardEdit_20K.json's order.
@@ -547,7 +549,7 @@ def write_real_edit(root: str | Path, items: Iterable[BenchItem], images: Mappin
 # --------------------------------------------------------------------------------------------------
 # The Hugging Face hub (real data; never called by the tests, which have no network)
 # --------------------------------------------------------------------------------------------------
-REWARDEDIT_REPO = "Gstar666/RewardEdit"
+REWARDEDIT_REPO = REWARDEDIT_DATASET  # the id lives in :mod:`rewardedit_lib.hub`, with the weights'
 
 
 def fetch_from_hub(repo_id: str = REWARDEDIT_REPO, local_dir: str | Path = "data/RewardEdit", *,

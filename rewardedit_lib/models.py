@@ -12,6 +12,8 @@ plus a converter for stage-2 UNet weights saved by the reference code (a forked 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -183,11 +185,23 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor], name: s
     config = dict(unet_config or UNET_CONFIGS[name])
     if "conv_in.weight" in unet_sd:
         config["in_channels"] = unet_sd["conv_in.weight"].shape[1]
-    unet = UNet2DConditionModel(**config)
+    unet = UNet2DConditionModel.from_config(config)  # a saved config.json's private keys are ignored
     _load_strict(unet, unet_sd, "the stock UNet")
     encoder = RewardEncoder(**reward_config(name, unet.config, "both", "both", **reward_overrides))
     _load_strict(encoder, reward_sd, "the reward modules")
     return RewardUNet(unet, encoder)
+
+
+def reference_reward_overrides(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """The reward-encoder widths a reference state dict was built with, read off its weights' shapes (the
+    fork hard-codes 256-d score embeddings and 768-d CLIP text; a tiny test model has others). Heads and
+    groups leave no trace in the shapes: they stay the fork's fixed 8 and 32 (``REWARD_SETTINGS['sd15']``)."""
+    out = {}
+    if "add_embedding.linear_1.weight" in state_dict:
+        out["score_embed_dim"] = state_dict["add_embedding.linear_1.weight"].shape[1] // 3
+    if "text_linear.weight" in state_dict:
+        out["text_dim"] = state_dict["text_linear.weight"].shape[1]
+    return out
 
 
 def _load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
@@ -215,3 +229,96 @@ def ablation_parameter_counts(name: str = "toy") -> dict[tuple[str, str], dict[s
             counts["reward (all)"] = sum(counts.values())
             out[(rewards, injection)] = counts
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# A UNet folder on disk: stock diffusers, or the reference's fork with its reward modules inside
+# --------------------------------------------------------------------------------------------------
+class WeightsError(ValueError):
+    """A model folder whose weights the kit will not load as they are; the message names file and keys."""
+
+
+def is_reference_reward_key(key: str) -> bool:
+    """Whether ``key`` belongs to one of the reference fork's reward modules (:data:`REFERENCE_KEYS`)."""
+    return key.startswith(tuple(REFERENCE_KEYS))
+
+
+def unet_weight_files(unet_dir: str | Path) -> list[Path]:
+    """The weight files of a diffusers model folder, in the order diffusers prefers them: safetensors (one
+    file, or the shards an index lists), else ``.bin``. Raises :class:`WeightsError` naming the folder."""
+    d = Path(unet_dir)
+    for stem in ("diffusion_pytorch_model", "model", "pytorch_model"):
+        for ext in ("safetensors", "bin"):
+            single, index = d / f"{stem}.{ext}", d / f"{stem}.{ext}.index.json"
+            if single.exists():
+                return [single]
+            if index.exists():
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                return [d / s for s in shards]
+    raise WeightsError(f"{d}: no weights (expected diffusion_pytorch_model.safetensors or .bin)")
+
+
+def _read(path: Path, keys_only: bool) -> dict[str, Any]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        if keys_only:
+            with safe_open(str(path), framework="pt") as f:
+                return dict.fromkeys(f.keys())
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a .bin in torch's legacy (non-zip) format cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_unet_weights(unet_dir: str | Path, keys_only: bool = False) -> dict[str, Any]:
+    """A UNet folder's state dict (``keys_only``: its keys, the values ``None``; cheap for safetensors)."""
+    out: dict[str, Any] = {}
+    for f in unet_weight_files(unet_dir):
+        out.update(_read(f, keys_only))
+    return out
+
+
+def stock_unet_keys(config: Mapping[str, Any]) -> set[str]:
+    """The state-dict keys diffusers' ``UNet2DConditionModel`` has for ``config`` (built on the meta
+    device: no memory, instant even for SD 1.5)."""
+    with torch.device("meta"):
+        return set(UNet2DConditionModel.from_config(dict(config)).state_dict())
+
+
+def inspect_unet_folder(unet_dir: str | Path) -> dict[str, list[str]]:
+    """Sort a UNet folder's weight keys into ``stock`` / ``reward`` (the reference's reward modules) /
+    ``missing`` (stock keys absent). Keys that are neither stock nor reward are an error naming them:
+    diffusers would drop them with one "weights not used" log line, and a model would silently lose part of
+    itself (the released stage-2 weights lost their rewards exactly that way)."""
+    d = Path(unet_dir)
+    config = UNet2DConditionModel.load_config(d)
+    keys = read_unet_weights(d, keys_only=True)
+    stock = stock_unet_keys(config)
+    reward = sorted(k for k in keys if is_reference_reward_key(k))
+    unknown = sorted(k for k in keys if k not in stock and k not in reward)
+    if unknown:
+        files = ", ".join(f.name for f in unet_weight_files(d))
+        raise WeightsError(f"{d}/{files}: {len(unknown)} weight key(s) that are neither diffusers' "
+                           f"UNet2DConditionModel's nor the reference's reward modules' ({', '.join(REFERENCE_KEYS)}): "
+                           f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+    return {"stock": sorted(k for k in keys if k in stock), "reward": reward,
+            "missing": sorted(stock - set(keys))}
+
+
+def load_reference_unet(unet_dir: str | Path, torch_dtype: torch.dtype | None = None) -> RewardUNet:
+    """The kit's :class:`RewardUNet` from a ``unet/`` folder the reference code saved (its forked UNet:
+    stock keys + reward keys), converted by :func:`convert_reference_state_dict` with the reward widths read
+    off the weights. Any missing or left-over key is an error naming it."""
+    d = Path(unet_dir)
+    config = {k: v for k, v in UNet2DConditionModel.load_config(d).items() if not k.startswith("_")}
+    state = read_unet_weights(d)
+    try:
+        model = convert_reference_state_dict(state, "sd15", unet_config=config,
+                                             **reference_reward_overrides(state))
+    except KeyError as err:
+        raise WeightsError(f"{d}: {err.args[0]}") from None
+    model.eval()  # as diffusers leaves what it loads: the reward attention's dropout must not sample
+    return model.to(torch_dtype) if torch_dtype is not None else model

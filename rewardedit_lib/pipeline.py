@@ -50,7 +50,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from . import models, text
+from . import hub, models, text
 from .formats import PERFECT_FEEDBACK
 from .reward import REWARD_SUBFOLDER, RewardEncoder, RewardUNet
 
@@ -200,6 +200,13 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     Components: ``vae`` (``None`` for the pixel-space toy), ``text_encoder``, ``tokenizer``, ``unet`` (a
     stock ``UNet2DConditionModel``), ``scheduler``, ``reward_encoder`` (``None`` for stage 1). Call it as
     diffusers' pipeline, plus ``reward_scores``, ``reward_text`` and ``reward_guidance_scale``.
+
+    Two settings travel with a model (in ``model_index.json``): ``default_resolution`` and
+    ``default_reward_text``, the feedback text used when a call passes none (``None``: the training data's
+    perfect-score sentence; the reference's weights record the ``"None; None; None"`` they were evaluated
+    with). Every latent-space (sd15) pipeline samples with Euler-ancestral, the paper's sampler, on the noise
+    schedule of the scheduler it was given: a model trained from an SD 1.5 folder would otherwise keep that
+    folder's PNDM. Assign ``pipe.scheduler`` after construction to sample otherwise on purpose.
     """
 
     model_cpu_offload_seq = "text_encoder->reward_encoder->unet->vae"
@@ -207,12 +214,15 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
 
     def __init__(self, vae: AutoencoderKL | None, text_encoder, tokenizer, unet: UNet2DConditionModel, scheduler,
                  reward_encoder: RewardEncoder | None = None, safety_checker=None, feature_extractor=None,
-                 image_encoder=None, requires_safety_checker: bool = False, default_resolution: int | None = None):
+                 image_encoder=None, requires_safety_checker: bool = False, default_resolution: int | None = None,
+                 default_reward_text: str | None = None):
+        if vae is not None:
+            scheduler = paper_sampler(scheduler)
         super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                          safety_checker=safety_checker, feature_extractor=feature_extractor,
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
         self.register_modules(reward_encoder=reward_encoder)
-        self.register_to_config(default_resolution=default_resolution)
+        self.register_to_config(default_resolution=default_resolution, default_reward_text=default_reward_text)
         if vae is None:  # pixel space: one "latent" pixel per image pixel, values in [-1, 1]
             self.vae_scale_factor = 1
             self.image_processor = VaeImageProcessor(vae_scale_factor=1)
@@ -228,6 +238,12 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         if c is None or c.unet is not self.unet or c.reward is not wanted:
             self._composed = compose(self.unet, self.reward_encoder)
         return self._composed
+
+    @property
+    def inference_reward_text(self) -> str:
+        """The feedback text a call without ``reward_text`` feeds: the model's recorded default, else the
+        training data's perfect-score sentence (:data:`DEFAULT_REWARD_TEXT`)."""
+        return getattr(self.config, "default_reward_text", None) or DEFAULT_REWARD_TEXT
 
     @property
     def uses_rewards(self) -> bool:
@@ -315,7 +331,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
             if any(b.rewards == "low" for b in branches):
                 raise ValueError("reward guidance needs known rewards: pass reward_scores, or reward_guidance_scale=0")
         elif self.uses_rewards:
-            feedback = DEFAULT_REWARD_TEXT if reward_text is None else reward_text
+            feedback = self.inference_reward_text if reward_text is None else reward_text
             scores, texts = self.encode_rewards(reward_scores, feedback, batch, device)
             if any(b.rewards == "low" for b in branches):
                 low_scores, low_texts = self.encode_rewards(low_reward_scores, low_reward_text, batch, device)
@@ -371,8 +387,8 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         """Edit ``image`` by ``prompt`` under reward conditions.
 
         ``reward_scores``: three scores (following, preserving, quality), or one triple per prompt; floats
-        are allowed; ``None`` = rewards unknown (meaningful for a model trained with reward dropout). ``reward_text``: the feedback text (default: the training data's perfect-score text),
-        one string or one per prompt. ``reward_guidance_scale`` > 0 adds the low-reward branch
+        are allowed; ``None`` = rewards unknown (meaningful for a model trained with reward dropout). ``reward_text``: the feedback text (default:
+        :attr:`inference_reward_text`), one string or one per prompt. ``reward_guidance_scale`` > 0 adds the low-reward branch
         (``low_reward_scores`` / ``low_reward_text``). ``resolution``: edit size (InstructPix2Pix's rule,
         longer side about this many pixels); ``None`` = the pipeline's default (512 for sd15, the image's own
         size for toy); ``height`` / ``width`` set it exactly. ``output_type``: "pil", "np", "pt" or "latent".
@@ -437,36 +453,59 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         return pipe
 
     @classmethod
-    def from_instruct_pix2pix(cls, pretrained: str | Path = "timbrooks/instruct-pix2pix",
+    def from_instruct_pix2pix(cls, pretrained: str | Path = hub.INSTRUCTPIX2PIX_MODEL,
                               reward_encoder: RewardEncoder | str | Path | None = "auto",
                               scheduler: str | None = "euler_ancestral", resolution: int | None = 512,
                               torch_dtype: torch.dtype | None = None, **kwargs) -> "RewardEditPipeline":
         """The sd15 pipeline from a diffusers InstructPix2Pix folder or hub id (e.g. a stage-1 model), with a
         reward encoder for stage 2.
 
-        ``reward_encoder``: ``"auto"`` = the folder's ``reward_encoder/`` if it has one (a folder this class
-        saved lists it in ``model_index.json``; a plain InstructPix2Pix folder with a ``reward_encoder/``
-        added beside works too), else none (stage 1); a path to a saved :class:`RewardEncoder` (the folder
-        itself, or one holding ``reward_encoder/``); a module; or ``None``. Weights saved by the reference
-        code: convert them with :func:`models.convert_reference_state_dict` and pass
-        ``unet=converted.unet, reward_encoder=converted.reward``. The safety checker is not loaded. The
-        scheduler becomes Euler-ancestral (the paper's) unless ``scheduler=None``.
+        ``pretrained``: a folder, or a hub id ``owner/name[/subfolder]``, downloaded first with only the files
+        the kit reads (:func:`hub.resolve_model`), e.g. :data:`hub.RELEASED_STAGE2`, the authors' weights.
+
+        The reference code's folders (the released weights) load with their rewards: a ``unet/`` whose
+        weights carry the reference's reward modules (``add_embedding``, ``text_linear``, ``proj_deal``,
+        ``ca`` ...) is converted into the stock UNet and a :class:`RewardEncoder`
+        (:func:`models.load_reference_unet`), and the model records the feedback text the reference samples
+        with (:data:`hub.REFERENCE_REWARD_TEXT`) as its ``default_reward_text``. A UNet weight key that is
+        neither the stock UNet's nor a reward module's is an error naming it (diffusers would only log it).
+
+        ``reward_encoder`` (for kit folders): ``"auto"`` = the folder's ``reward_encoder/`` if it has one (a
+        folder this class saved lists it in ``model_index.json``; a plain InstructPix2Pix folder with a
+        ``reward_encoder/`` added beside works too), else none (stage 1); a path to a saved
+        :class:`RewardEncoder` (the folder itself, or one holding ``reward_encoder/``); a module; or ``None``.
+        The safety checker is not loaded. ``scheduler``: every sd15 pipeline samples with Euler-ancestral
+        (see the class); ``"euler_ancestral"`` also converts a pixel-space model's scheduler where it can,
+        ``None`` leaves a pixel-space model's as it is.
         """
+        if scheduler not in ("euler_ancestral", None):
+            raise ValueError(f"scheduler={scheduler!r}: use 'euler_ancestral', or None to keep a pixel-space "
+                             f"model's")
+        folder = hub.resolve_model(pretrained)
         explicit = reward_encoder if isinstance(reward_encoder, RewardEncoder) else None
+        reference = None
+        if "unet" not in kwargs and (folder / "unet" / "config.json").exists():
+            if models.inspect_unet_folder(folder / "unet")["reward"]:
+                if reward_encoder != "auto":
+                    raise ValueError(f"{folder / 'unet'} carries the reference's reward modules; "
+                                     f"reward_encoder={reward_encoder!r} would replace or drop them "
+                                     f"(pass reward_encoder='auto')")
+                reference = models.load_reference_unet(folder / "unet", torch_dtype)
+                kwargs.update(unet=reference.unet, reward_encoder=reference.reward)
         if explicit is not None:
             kwargs["reward_encoder"] = explicit
-        pipe = cls.from_pretrained(pretrained, safety_checker=None, feature_extractor=None,
+        pipe = cls.from_pretrained(folder, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False, torch_dtype=torch_dtype, **kwargs)
-        if explicit is None and pipe.reward_encoder is None and reward_encoder is not None:
-            enc = _load_reward_encoder(pretrained if reward_encoder == "auto" else reward_encoder,
+        if reference is None and explicit is None and pipe.reward_encoder is None and reward_encoder is not None:
+            enc = _load_reward_encoder(folder if reward_encoder == "auto" else reward_encoder,
                                        required=reward_encoder != "auto", torch_dtype=torch_dtype)
             if enc is not None:
                 pipe.register_modules(reward_encoder=enc.to(pipe.unet.device))
         if scheduler == "euler_ancestral":
-            pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
-        elif scheduler is not None:
-            raise ValueError(f"scheduler={scheduler!r}: use 'euler_ancestral', or None to keep the folder's")
+            pipe.scheduler = paper_sampler(pipe.scheduler)
         pipe.register_to_config(default_resolution=resolution)
+        if reference is not None:
+            pipe.register_to_config(default_reward_text=hub.REFERENCE_REWARD_TEXT)
         return pipe
 
 
@@ -499,6 +538,17 @@ def _load_reward_encoder(where: str | Path, required: bool, torch_dtype=None) ->
 #: judged yes-rates by 18 (following), 15 (preserving) and 7 (quality) points on average over eta 0, at the
 #: same 20 steps (RESULTS.md, "The toy sampler").
 SAMPLER_ETA: dict[str, float] = {"sd15": 0.0, "toy": 1.0}
+
+
+def paper_sampler(scheduler):
+    """Euler-ancestral (the paper's sampler) on ``scheduler``'s noise schedule. Returned as it is: ``None``,
+    a scheduler that already is Euler-ancestral, and one whose model predicts something Euler-ancestral does
+    not implement (the toy's "sample")."""
+    if scheduler is None or isinstance(scheduler, EulerAncestralDiscreteScheduler):
+        return scheduler
+    if scheduler.config.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction"):
+        return scheduler
+    return EulerAncestralDiscreteScheduler.from_config(scheduler.config)
 
 
 def scheduler_for(name: str = "toy"):
@@ -591,7 +641,7 @@ def trace_shapes(pipe: RewardEditPipeline, image, prompt: str, reward_scores=PER
                  reward_text: str | None = None, timestep: int = 500) -> list[tuple[str, str, str, str]]:
     """The tensors through each module for one example and one UNet call (no guidance), in call order:
     ``(module, role, input shape, output shape)``. The text-encoder rows come first."""
-    feedback = DEFAULT_REWARD_TEXT if reward_text is None else reward_text
+    feedback = pipe.inference_reward_text if reward_text is None else reward_text
     ids_i, ids_f = text.tokenize(pipe.tokenizer, prompt), text.tokenize(pipe.tokenizer, feedback)
     hidden, _ = text.encode_text(pipe.tokenizer, pipe.text_encoder, prompt)
     _, pooled = text.encode_text(pipe.tokenizer, pipe.text_encoder, feedback)
