@@ -48,6 +48,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                                       check_images=not args.no_image_check, on_error="skip")
         print(f"== dataset {args.data}")
         print(summary_text(loaded.items))
+        for note in loaded.notes:  # choices the data left open (which of several image pairs was taken)
+            print(f"note: {note}")
         bad += loaded.skipped
     elif args.rewards:
         loaded_r = read_rewards(args.rewards, on_error="skip")

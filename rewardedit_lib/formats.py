@@ -9,11 +9,14 @@ Formats (the reference code's, see ``shared/PAPER.md``):
 
 * InstructPix2Pix folder layout: ``seeds.json`` = ``[[folder, [seed, ...]], ...]``;
   ``<folder>/prompt.json`` with field ``edit`` (a string, or a list of strings);
-  ``<folder>/<seed>_0.<ext>`` the source, ``<folder>/<seed>_1.<ext>`` the edited image.
+  ``<folder>/<seed>_0.<ext>`` the source, ``<folder>/<seed>_1.<ext>`` the edited image. The reference's
+  training layout (``pix2pix-clip-filtered-hf/train/<key>/``) has no ``seeds.json``: each folder holds one
+  pair and a JSON with ``edit``, and the rewards file names the folders (see :func:`read_instructpix2pix`).
 * ``RewardEdit_20K.json``: ``{folder_key: [{"Score": int, "Negative Prompt": str} x 3]}`` in the order
   following, preserving, quality. Keys may carry a prefix (``pix2pix-clip-filtered/train/<folder>``).
 * Real-Edit: ``real_edit_instruct.json`` = ``{image_file: ["<Type>. <n>: <instruction>", ...]}`` plus an
-  ``images/`` folder.
+  ``images/`` folder (the kit's layout) or a ``Real-Edit/`` folder beside it (the reference's, in its
+  ``gpt_eval/``).
 
 Bad input raises :class:`DataError` naming the file, record and field. With ``on_error="skip"`` the
 reader keeps going and returns what it skipped, with reasons, in :attr:`Loaded.skipped`.
@@ -25,11 +28,12 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Iterable, Literal, Mapping, TypeVar
 
-from .hub import REWARDEDIT_DATASET
+from .hub import REWARDEDIT_DATASET, download_dataset
 
 #: The seven Real-Edit edit types, in the benchmark's order.
 EDIT_TYPES: tuple[str, ...] = ("Local", "Remove", "Add", "Texture", "Background", "Global", "Style")
@@ -78,12 +82,13 @@ class Loaded(Generic[T]):
 
     items: T
     skipped: list[Problem] = field(default_factory=list)
+    #: Choices the reader made that the data left open (e.g. which of several image pairs it took).
+    notes: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        if not self.skipped:
-            return "no bad records"
-        lines = [f"{len(self.skipped)} bad record(s) skipped:"] + [f"  - {p}" for p in self.skipped]
-        return "\n".join(lines)
+        lines = [f"{len(self.skipped)} bad record(s) skipped:"] + [f"  - {p}" for p in self.skipped] \
+            if self.skipped else ["no bad records"]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
 class _Collector:
@@ -353,6 +358,100 @@ def read_seeds(root: str | Path) -> list[tuple[str, list[int]]]:
     return out
 
 
+#: File stems a reference-layout folder may use for its pair when it does not use ``<seed>_0`` / ``<seed>_1``
+#: (``original_image`` / ``edited_image`` are the columns of the published parquet shards).
+SOURCE_STEMS: tuple[str, ...] = ("original", "original_image", "input", "input_image", "source", "source_image")
+EDITED_STEMS: tuple[str, ...] = ("edited", "edited_image", "output", "output_image", "target", "target_image")
+_SEED_STEM = re.compile(r"^(\d+)_([01])$")
+
+
+def _folder_for_key(root: Path, key: str) -> str | None:
+    """The folder under ``root`` a rewards key names (``pix2pix-clip-filtered/train/<f>`` -> ``<f>``): the
+    longest trailing part of the key that is a folder here. A ``#<seed>`` tail names a pair, not a folder."""
+    parts = [p for p in key.split("#", 1)[0].strip("/").split("/") if p]
+    for i in range(len(parts)):
+        if root.joinpath(*parts[i:]).is_dir():
+            return "/".join(parts[i:])
+    return None
+
+
+def _reference_folders(root: Path, rewards: Mapping[str, Rewards] | None, col: "_Collector") -> list[str]:
+    """The folders of a dataset without ``seeds.json`` (the reference's training layout). With a rewards
+    file: the folders its keys name, in its order -- what the reference trains on, and all it needs of a
+    313K-folder release. Without: every folder holding a JSON file and an image, sorted."""
+    if not root.is_dir():
+        raise DataError(root / "seeds.json", None, "file is missing: the dataset folder does not exist")
+    if rewards is not None:
+        out: dict[str, None] = {}
+        for key in rewards:
+            name = _folder_for_key(root, key)
+            if name is None:
+                col.bad(DataError(root / key.strip("/").split("/")[-1], "folder",
+                                  f"rewards key {key!r}: no folder for it under {root}"), record=key)
+            else:
+                out.setdefault(name, None)
+        return list(out)
+    found = sorted({p.parent for p in root.rglob("*.json") if p.parent != root
+                    and any(q.suffix.lower() in IMAGE_EXTENSIONS for q in p.parent.iterdir())})
+    if not found:
+        raise DataError(root / "seeds.json", None, "file is missing, and no folder here holds an image pair and a "
+                        "JSON with 'edit' (the reference's layout)")
+    return [f.relative_to(root).as_posix() for f in found]
+
+
+def _folder_pairs(fdir: Path) -> dict[int | None, tuple[Path, Path]]:
+    """A reference-layout folder's image pairs: ``{seed: (source, edited)}`` from ``<seed>_0`` / ``<seed>_1``
+    names, else ``{None: pair}`` from original/edited names. Never directory order (the reference's
+    ``glob()[0]`` / ``[1]``): two images that no name tells apart are an error naming them."""
+    if not fdir.is_dir():
+        raise DataError(fdir, None, "sample folder is missing")
+    images = sorted(p for p in fdir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    halves: dict[int, set[str]] = {}
+    for p in images:
+        m = _SEED_STEM.match(p.stem)
+        if m:
+            halves.setdefault(int(m[1]), set()).add(m[2])
+    pairs = {sd: (_find_image(fdir, f"{sd}_0"), _find_image(fdir, f"{sd}_1"))
+             for sd in sorted(halves) if halves[sd] == {"0", "1"}}
+    if pairs:
+        return pairs  # type: ignore[return-value]
+    src = [p for p in images if p.stem.lower() in SOURCE_STEMS]
+    edt = [p for p in images if p.stem.lower() in EDITED_STEMS]
+    if len(src) == 1 and len(edt) == 1:
+        return {None: (src[0], edt[0])}
+    names = [p.name for p in images]
+    raise DataError(fdir, "images", f"cannot tell the original image from the edited one among {names}: expected "
+                    f"<seed>_0 / <seed>_1 (InstructPix2Pix) or original / edited file names")
+
+
+def _prompt_file(fdir: Path) -> Path:
+    """A reference-layout folder's JSON: ``prompt.json``, else its only JSON file."""
+    if (fdir / "prompt.json").exists():
+        return fdir / "prompt.json"
+    found = sorted(fdir.glob("*.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DataError(fdir / "prompt.json", None, "file is missing (no JSON with 'edit' in this folder)")
+    raise DataError(fdir, "edit", f"several JSON files and none named prompt.json: {[p.name for p in found]}")
+
+
+def _seed_rewards(folder: str, folder_seeds: list, rewards: Mapping[str, Rewards],
+                  suffixes: Mapping[str, str | None]) -> dict[int, Rewards]:
+    """Rewards the file gives one pair of a folder: a key ``<folder>#<seed>`` (the kit's id for a pair) or
+    ``<folder>/<seed>``. This is how a rewards file says which of several pairs was annotated."""
+    out = {}
+    for sd in folder_seeds:
+        if sd is None:
+            continue
+        for cand in (f"{folder}#{sd}", f"{folder}/{sd}"):
+            key = cand if cand in rewards else suffixes.get(cand)
+            if key is not None:
+                out[sd] = rewards[key]
+                break
+    return out
+
+
 def read_instructpix2pix(
     root: str | Path,
     *,
@@ -366,7 +465,12 @@ def read_instructpix2pix(
 
     * Which image pair a folder uses is decided by ``seeds.json`` (its first listed seed, or every seed
       with ``seeds="all"``), never by directory-listing order: the reference code's ``glob()`` choice made
-      runs irreproducible across file systems.
+      runs irreproducible across file systems. A folder with several pairs takes the pair the rewards file
+      names (a key ``<folder>#<seed>`` or ``<folder>/<seed>``); if it names none, the first listed, and
+      :attr:`Loaded.notes` (and a warning) say which folders that was.
+    * Without ``seeds.json``: the reference's training layout (``pix2pix-clip-filtered-hf/train/<key>/``,
+      one pair and a JSON with ``edit`` per folder; the folders are the rewards file's keys when one is
+      given). Pairs are told apart by name (:func:`_folder_pairs`), the JSON is ``prompt.json`` or the only one.
     * ``rewards``: a RewardEdit_20K mapping or file. A folder without an entry is a bad record when
       ``require_rewards`` (the training default); otherwise its ``rewards`` stay ``None``.
     * ``check_images``: open every image now, so a missing or corrupt file is reported up front rather than
@@ -383,11 +487,16 @@ def read_instructpix2pix(
     suffixes = _suffix_index(rewards) if rewards is not None else {}
     # A folder whose rewards entry was bad is reported once (for the entry), not again as "missing".
     bad_reward_suffixes = set(_suffix_index({p.record: None for p in skipped_rewards if p.record}))
+    listed = (root / "seeds.json").exists()
+    entries = read_seeds(root) if listed else [(f, None) for f in _reference_folders(root, rewards, col)]
     out: list[Triplet] = []
-    for folder, folder_seeds in read_seeds(root):
+    unnamed: list[str] = []  # folders with several pairs whose annotated pair the rewards file does not name
+    for folder, folder_seeds in entries:
         fdir = root / folder
         try:
-            prompt_path = fdir / "prompt.json"
+            pairs = None if listed else _folder_pairs(fdir)
+            folder_seeds = folder_seeds if listed else list(pairs)
+            prompt_path = fdir / "prompt.json" if listed else _prompt_file(fdir)
             prompt = _read_json(prompt_path)
             if not isinstance(prompt, dict):
                 raise DataError(prompt_path, None, "expected a JSON object")
@@ -408,21 +517,28 @@ def read_instructpix2pix(
             if edit_type is not None and edit_type not in EDIT_TYPES:
                 raise DataError(prompt_path, "edit_type", f"unknown edit type {edit_type!r}; expected one of "
                                 f"{', '.join(EDIT_TYPES)}")
-            rw = None
+            rw, per_seed = None, {}
             if rewards is not None:
+                per_seed = _seed_rewards(folder, folder_seeds, rewards, suffixes)
                 key = folder if folder in rewards else suffixes.get(folder.strip("/"), "")
                 if key is None:
                     raise DataError(folder, "rewards", "ambiguous: several keys of the rewards file end with it")
                 rw = rewards.get(key)
-                if rw is None and folder.strip("/") in bad_reward_suffixes:
+                if rw is None and not per_seed and folder.strip("/") in bad_reward_suffixes:
                     continue
-                if rw is None and require_rewards:
+                if rw is None and not per_seed and require_rewards:
                     raise DataError(folder, "rewards", "no entry in the rewards file for this folder")
-            use = folder_seeds if seeds == "all" else folder_seeds[:1]
+            if seeds == "all":
+                use = folder_seeds
+            else:
+                named = [sd for sd in folder_seeds if sd in per_seed]
+                use = named[:1] or folder_seeds[:1]
+                if not named and len(folder_seeds) > 1:
+                    unnamed.append(f"{folder} (seed {use[0]} of {folder_seeds})")
             for sd in use:
                 paths = []
-                for suffix in ("0", "1"):
-                    p = _find_image(fdir, f"{sd}_{suffix}")
+                for i, suffix in enumerate(("0", "1")):
+                    p = pairs[sd][i] if pairs is not None else _find_image(fdir, f"{sd}_{suffix}")
                     name = "source" if suffix == "0" else "edited"
                     if p is None:
                         raise DataError(fdir / f"{sd}_{suffix}.png", name,
@@ -435,10 +551,18 @@ def read_instructpix2pix(
                     meta["edit_alternatives"] = alternatives
                 tid = folder if seeds == "first" or len(folder_seeds) == 1 else f"{folder}#{sd}"
                 out.append(Triplet(id=tid, instruction=edit.strip(), source=paths[0], edited=paths[1],
-                                   edit_type=edit_type, rewards=rw, seed=sd, meta=meta))
+                                   edit_type=edit_type, rewards=per_seed.get(sd, rw), seed=sd, meta=meta))
         except DataError as e:
             col.bad(e, record=folder)
-    return Loaded(out, skipped_rewards + col.problems)
+    notes = []
+    if unnamed:
+        how = "the first listed in seeds.json" if listed else "the lowest seed"
+        notes.append(f"{len(unnamed)} folder(s) hold several image pairs and the rewards file does not name the "
+                     f"annotated one (a key '<folder>#<seed>'); took {how}: {', '.join(unnamed[:5])}"
+                     f"{' ...' if len(unnamed) > 5 else ''}")
+        if rewards is not None:
+            warnings.warn(notes[-1], stacklevel=2)
+    return Loaded(out, skipped_rewards + col.problems, notes)
 
 
 def write_instructpix2pix(root: str | Path, triplets: Iterable[Triplet], image_format: str = "png") -> Path:
@@ -500,12 +624,37 @@ def parse_real_edit_line(text: Any, where: str) -> tuple[str, int, str]:
     return etype, int(m.group(2)), m.group(3)
 
 
-def read_real_edit(root: str | Path, *, images_dir: str = "images", check_images: bool = True,
-                   on_error: OnError = "raise") -> Loaded[list[BenchItem]]:
-    """Read a Real-Edit-layout benchmark: ``real_edit_instruct.json`` plus its images folder."""
+#: Where Real-Edit's images sit beside ``real_edit_instruct.json``: the kit's layout, the reference's.
+REAL_EDIT_IMAGE_DIRS: tuple[str, ...] = ("images", "Real-Edit")
+
+
+def locate_real_edit(root: str | Path, images_dir: str | None = None) -> tuple[Path, Path]:
+    """``(real_edit_instruct.json, images folder)`` of a benchmark in either layout: the kit's
+    (``real_edit_instruct.json`` + ``images/``) or the reference's (``gpt_eval/real_edit_instruct.json`` +
+    ``gpt_eval/Real-Edit/``, or that folder itself). ``images_dir`` names the images folder explicitly."""
     root = Path(root)
+    path = next((p for p in (root / REAL_EDIT_JSON, root / "gpt_eval" / REAL_EDIT_JSON) if p.exists()), None)
+    if path is None:
+        raise DataError(root / REAL_EDIT_JSON, None, f"file is missing (nor is there gpt_eval/{REAL_EDIT_JSON}, "
+                        f"the reference's layout)")
+    if images_dir is not None:
+        return path, path.parent / images_dir
+    found = [path.parent / d for d in REAL_EDIT_IMAGE_DIRS if (path.parent / d).is_dir()]
+    if len(found) > 1:
+        raise DataError(path.parent, "images", f"both {' and '.join(REAL_EDIT_IMAGE_DIRS)} exist: say which holds "
+                        f"the benchmark's images (images_dir=)")
+    if not found:
+        raise DataError(path.parent / REAL_EDIT_IMAGE_DIRS[0], "images",
+                        f"images folder is missing (expected {' or '.join(f'{d}/' for d in REAL_EDIT_IMAGE_DIRS)} "
+                        f"beside {REAL_EDIT_JSON})")
+    return path, found[0]
+
+
+def read_real_edit(root: str | Path, *, images_dir: str | None = None, check_images: bool = True,
+                   on_error: OnError = "raise") -> Loaded[list[BenchItem]]:
+    """Read a Real-Edit benchmark in either layout (:func:`locate_real_edit`): the instructions and images."""
     col = _Collector(on_error)
-    path = root / REAL_EDIT_JSON
+    path, image_root = locate_real_edit(root, images_dir)
     data = _read_json(path)
     if not isinstance(data, dict):
         raise DataError(path, None, "expected a JSON object: image file name -> list of instructions")
@@ -515,7 +664,7 @@ def read_real_edit(root: str | Path, *, images_dir: str = "images", check_images
         try:
             if not isinstance(lines, list) or not lines:
                 raise DataError(where, None, "expected a non-empty list of '<Type>. <n>: <instruction>' strings")
-            img = root / images_dir / name
+            img = image_root / name
             if check_images:
                 _check_image(img, "image")
             elif not img.exists():
@@ -547,25 +696,10 @@ def write_real_edit(root: str | Path, items: Iterable[BenchItem], images: Mappin
 
 
 # --------------------------------------------------------------------------------------------------
-# The Hugging Face hub (real data; never called by the tests, which have no network)
+# The Hugging Face hub: ids and downloads live in :mod:`rewardedit_lib.hub`; the names stay here for callers
 # --------------------------------------------------------------------------------------------------
-REWARDEDIT_REPO = REWARDEDIT_DATASET  # the id lives in :mod:`rewardedit_lib.hub`, with the weights'
-
-
-def fetch_from_hub(repo_id: str = REWARDEDIT_REPO, local_dir: str | Path = "data/RewardEdit", *,
-                   repo_type: str = "dataset", allow_patterns: list[str] | None = None,
-                   revision: str | None = None) -> Path:
-    """Download a dataset snapshot (e.g. RewardEdit20K, gated: accept its licence on the hub first).
-
-    The token is read by ``huggingface_hub`` from ``HF_TOKEN`` or ``huggingface-cli login``, never passed
-    through notebooks. Returns the local folder; point :func:`read_instructpix2pix` / :func:`read_rewards`
-    at it (:func:`find_rewards_file` locates the JSON inside a snapshot).
-    """
-    from huggingface_hub import snapshot_download
-
-    path = snapshot_download(repo_id=repo_id, repo_type=repo_type, local_dir=str(local_dir),
-                             allow_patterns=allow_patterns, revision=revision)
-    return Path(path)
+REWARDEDIT_REPO = REWARDEDIT_DATASET
+fetch_from_hub = download_dataset
 
 
 def find_rewards_file(root: str | Path, name: str = "RewardEdit_20K.json") -> Path:

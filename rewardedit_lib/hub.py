@@ -126,6 +126,20 @@ def download_released(stage: str = "stage2", local_dir: str | Path | None = None
     return download_model(f"{RELEASED_MODEL_REPO}/{RELEASED_STAGES[stage]}", local_dir, revision=revision)
 
 
+def download_dataset(repo_id: str = REWARDEDIT_DATASET, local_dir: str | Path = "data/RewardEdit", *,
+                     repo_type: str = "dataset", allow_patterns: list[str] | None = None,
+                     revision: str | None = None) -> Path:
+    """Download a dataset snapshot (e.g. RewardEdit20K, gated: accept its licence on the hub first).
+
+    The token is read by ``huggingface_hub`` from ``HF_TOKEN`` or ``huggingface-cli login``, never passed
+    through notebooks. Returns the local folder; point :func:`~rewardedit_lib.formats.read_instructpix2pix`
+    / :func:`~rewardedit_lib.formats.read_rewards` at it (``formats.find_rewards_file`` locates the JSON)."""
+    import huggingface_hub
+
+    return Path(huggingface_hub.snapshot_download(repo_id=repo_id, repo_type=repo_type, local_dir=str(local_dir),
+                                                  allow_patterns=allow_patterns, revision=revision))
+
+
 def resolve_model(model: str | Path, *, revision: str | None = None) -> Path:
     """A local model folder as it is; a hub id ``owner/name[/subfolder]`` downloaded (only the needed files).
 

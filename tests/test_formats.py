@@ -523,10 +523,15 @@ def test_missing_seeds_and_prompt_files(good_ds):
     with pytest.raises(DataError) as ei:
         read_instructpix2pix(good_ds, require_rewards=False)
     assert_data_error(ei, os.path.join("f0", "prompt.json"), None, "missing")
+    # without seeds.json the folder is read in the reference's layout; no folder there holds a pair + JSON
     (good_ds / "seeds.json").unlink()
     with pytest.raises(DataError) as ei:
         read_instructpix2pix(good_ds, require_rewards=False)
     assert_data_error(ei, "seeds.json", None, "missing")
+    # a rewards file names the folder: its missing JSON is named
+    with pytest.raises(DataError) as ei:
+        read_instructpix2pix(good_ds, rewards={"f0": rw(5, 5, 5)})
+    assert_data_error(ei, os.path.join("f0", "prompt.json"), None, "no JSON with 'edit'")
 
 
 @pytest.mark.parametrize("seeds_data,field", [
@@ -827,3 +832,114 @@ def test_seeds_that_would_name_another_file_are_rejected(tmp_path, seeds):
 def test_seed_policy_must_be_known(tmp_path):
     with pytest.raises(ValueError, match="seeds must be 'first' or 'all'"):
         formats.read_instructpix2pix(tmp_path, seeds="last")
+
+
+# --------------------------------------------------------------------------------------------------
+# The reference's layouts: its training folders (no seeds.json) and Real-Edit under gpt_eval/
+# --------------------------------------------------------------------------------------------------
+def _reference_train(root: Path) -> Path:
+    """pix2pix-clip-filtered-hf/train/<key>/: one pair <seed>_0.jpg / <seed>_1.jpg and prompt.json per folder,
+    no seeds.json; a folder nobody annotated sits among them."""
+    make_folder(root, "0012345", seeds=(4,), ext="jpg", edit_type=None)
+    make_folder(root, "0067890", edit="add a hat", seeds=(8,), ext="jpg", edit_type=None)
+    make_folder(root, "0099999", seeds=(2,), ext="jpg", edit_type=None)
+    return root
+
+
+def test_the_reference_training_layout_reads_the_folders_its_rewards_file_names(tmp_path):
+    root = _reference_train(tmp_path / "pix2pix-clip-filtered-hf" / "train")
+    a, b = rw(1, 2, 3, "a"), rw(5, 4, 5, "b")
+    rfile = write_rewards(tmp_path / "RewardEdit_20K.json", {"0067890": b, "0012345": a},
+                          key_prefix="pix2pix-clip-filtered/train/")
+    loaded = read_instructpix2pix(root, rewards=rfile)
+    assert loaded.skipped == [] and loaded.notes == []
+    assert [(t.id, t.seed, t.instruction, t.rewards) for t in loaded.items] == [
+        ("0067890", 8, "add a hat", b), ("0012345", 4, "turn the red square blue", a)]  # the rewards file's order
+    assert [(Path(t.source).name, Path(t.edited).name) for t in loaded.items] == [("8_0.jpg", "8_1.jpg"),
+                                                                                  ("4_0.jpg", "4_1.jpg")]
+    assert np.abs(arr(loaded.items[0].load_edited()).astype(int)[0, 0] - seed_colour(8, 1)).max() <= 8
+    # without a rewards file: every folder holding a pair and a JSON, sorted
+    every = read_instructpix2pix(root, require_rewards=False)
+    assert [t.id for t in every.items] == ["0012345", "0067890", "0099999"]
+
+
+def test_reference_layout_names_original_and_edited_files_and_refuses_what_no_name_tells_apart(tmp_path):
+    root = tmp_path / "train"
+    (root / "k1").mkdir(parents=True)
+    solid((200, 0, 0)).save(root / "k1" / "original_image.png")
+    solid((0, 200, 0)).save(root / "k1" / "edited_image.png")
+    write_json(root / "k1" / "meta.json", {"edit": "make it green"})  # the only JSON, whatever its name
+    [t] = read_instructpix2pix(root, rewards={"k1": rw(5, 5, 5)}).items
+    assert (Path(t.source).name, Path(t.edited).name, t.seed, t.instruction) == (
+        "original_image.png", "edited_image.png", None, "make it green")
+    # two images no name tells apart: the reference took glob() order; the kit names the files instead
+    (root / "k2").mkdir()
+    solid((1, 1, 1)).save(root / "k2" / "a.png")
+    solid((2, 2, 2)).save(root / "k2" / "b.png")
+    write_json(root / "k2" / "prompt.json", {"edit": "x"})
+    with pytest.raises(DataError) as ei:
+        read_instructpix2pix(root, rewards={"k2": rw(5, 5, 5)})
+    assert_data_error(ei, "k2", "images", "['a.png', 'b.png']")
+    write_json(root / "k1" / "other.json", {"edit": "y"})
+    with pytest.raises(DataError) as ei:
+        read_instructpix2pix(root, rewards={"k1": rw(5, 5, 5)})
+    assert_data_error(ei, "k1", "edit", "several JSON files")
+
+
+def test_a_rewards_key_without_its_folder_is_named(tmp_path):
+    root = _reference_train(tmp_path / "train")
+    rewards = {"pix2pix-clip-filtered/train/0012345": rw(5, 5, 5), "pix2pix-clip-filtered/train/0055555": rw(1, 1, 1)}
+    with pytest.raises(DataError) as ei:
+        read_instructpix2pix(root, rewards=rewards)
+    assert_data_error(ei, "0055555", "folder", "no folder for it")
+    loaded = read_instructpix2pix(root, rewards=rewards, on_error="skip")
+    assert [t.id for t in loaded.items] == ["0012345"] and [p.record for p in loaded.skipped] == [
+        "pix2pix-clip-filtered/train/0055555"]
+
+
+def test_several_pairs_take_the_one_the_rewards_file_names_else_say_which(tmp_path):
+    root = _multi_seed_dataset(tmp_path / "ds")
+    named = {"pix2pix/multi#7": rw(1, 2, 3), "single": rw(5, 5, 5)}
+    loaded = read_instructpix2pix(root, rewards=named)
+    assert [(t.id, t.seed, t.rewards) for t in loaded.items] == [("multi", 7, rw(1, 2, 3)), ("single", 9, rw(5, 5, 5))]
+    assert loaded.notes == []
+    with pytest.warns(UserWarning, match=r"took the first listed in seeds.json: multi \(seed 5 of \[5, 7, 3\]\)"):
+        loaded = read_instructpix2pix(root, rewards={"multi": rw(2, 2, 2), "single": rw(5, 5, 5)})
+    assert [(t.id, t.seed) for t in loaded.items] == [("multi", 5), ("single", 9)]
+    assert "1 folder(s) hold several image pairs" in loaded.notes[0] and "note: 1 folder(s)" in loaded.report()
+    # seeds="all": each pair keeps the rewards its own key gives, the others the folder's
+    every = read_instructpix2pix(root, rewards={**named, "multi": rw(0, 0, 0)}, seeds="all").items
+    assert [(t.id, t.rewards) for t in every][:3] == [("multi#5", rw(0, 0, 0)), ("multi#7", rw(1, 2, 3)),
+                                                     ("multi#3", rw(0, 0, 0))]
+
+
+def test_real_edit_reads_the_same_items_in_the_kit_and_the_reference_layouts(tmp_path):
+    import shutil
+
+    items = [BenchItem("0000.png", n, t, f"instruction {n}") for n, t in enumerate(EDIT_TYPES, start=1)]
+    items += [BenchItem("0001.jpg", 1, "Remove", "remove the cat")]
+    kit = write_real_edit(tmp_path / "kit", items, {"0000.png": noise_img(1), "0001.jpg": noise_img(2)})
+    repo = tmp_path / "Multi-Reward-Editing"  # the reference repo: gpt_eval/real_edit_instruct.json + gpt_eval/Real-Edit/
+    shutil.copytree(kit / "images", repo / "gpt_eval" / "Real-Edit")
+    shutil.copy(kit / REAL_EDIT_JSON, repo / "gpt_eval" / REAL_EDIT_JSON)
+    strip = lambda loaded: [dataclasses.replace(it, image_path=None) for it in loaded.items]  # noqa: E731
+    want = strip(read_real_edit(kit))
+    assert want == items
+    for root in (repo, repo / "gpt_eval"):
+        loaded = read_real_edit(root)
+        assert strip(loaded) == want
+        assert all(it.image_path == repo / "gpt_eval" / "Real-Edit" / it.image for it in loaded.items)
+    assert formats.locate_real_edit(repo) == (repo / "gpt_eval" / REAL_EDIT_JSON, repo / "gpt_eval" / "Real-Edit")
+    # both image folders: ambiguous, unless images_dir says which; neither: named
+    shutil.copytree(kit / "images", repo / "gpt_eval" / "images")
+    with pytest.raises(DataError) as ei:
+        read_real_edit(repo)
+    assert_data_error(ei, "gpt_eval", "images", "both images and Real-Edit exist")
+    assert strip(read_real_edit(repo, images_dir="Real-Edit")) == want
+    shutil.rmtree(kit / "images")
+    with pytest.raises(DataError) as ei:
+        read_real_edit(kit)
+    assert_data_error(ei, "images", "images", "images/ or Real-Edit/")
+    with pytest.raises(DataError) as ei:
+        read_real_edit(tmp_path / "nothing")
+    assert_data_error(ei, REAL_EDIT_JSON, None, "gpt_eval/real_edit_instruct.json")
