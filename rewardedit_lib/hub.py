@@ -111,10 +111,18 @@ def download_model(model_id: str, local_dir: str | Path | None = None, *, revisi
     import huggingface_hub
 
     repo_id, subfolder = split_model_id(model_id)
-    files = huggingface_hub.list_repo_files(repo_id, revision=revision)
-    wanted = needed_files(files, subfolder)
-    path = huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=wanted,
-                                             local_dir=str(local_dir) if local_dir is not None else None)
+    where = str(local_dir) if local_dir is not None else None
+    try:
+        files = huggingface_hub.list_repo_files(repo_id, revision=revision)
+    except OSError as err:  # offline (HF_HUB_OFFLINE, no network): what an earlier download left is enough
+        try:
+            path = huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision, local_dir=where,
+                                                     local_files_only=True)
+        except Exception:
+            raise err from None
+    else:
+        path = huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision,
+                                                 allow_patterns=needed_files(files, subfolder), local_dir=where)
     return Path(path) / subfolder if subfolder else Path(path)
 
 

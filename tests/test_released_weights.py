@@ -227,3 +227,19 @@ def test_the_rewardedit_dataset_id_lives_in_hub():
     assert formats.REWARDEDIT_REPO == hub.REWARDEDIT_DATASET == "Gstar666/RewardEdit"
     with pytest.raises(hub.HubError, match="neither a local folder nor a hub id"):
         hub.resolve_model("no-such-folder")
+
+
+def test_offline_a_model_downloaded_before_loads_from_the_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache" / "stage2_reward_instruct_pix2pix"
+    cache.mkdir(parents=True)
+
+    def list_repo_files(repo_id, revision=None, **kw):
+        raise OSError("offline")
+
+    def snapshot_download(repo_id, *, revision=None, local_dir=None, local_files_only=False, **kw):
+        assert local_files_only
+        return str(tmp_path / "cache")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert hub.resolve_model(hub.RELEASED_STAGE2) == cache
