@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from . import toyworld
 from .formats import atomic_write_text
 
 PROFILES_FILE = Path(__file__).parent / "profiles" / "profiles.yaml"
@@ -61,6 +62,39 @@ def _jsonable(obj: Any) -> Any:
 def read_results(out_dir: str | Path, notebook: str) -> dict:
     path = Path(out_dir) / "results" / f"{notebook}.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Where a course run keeps its data (notebooks 01, 02, 04 and 06 share these)
+# --------------------------------------------------------------------------------------------------
+#: The course's training triplets and flaw rates (notebooks' ``n_train`` / ``flaw_rates`` defaults). Half
+#: of the triplets are flawed in each perspective (7 in 8 flawed somewhere): stage 2 must see many flawed
+#: examples of every score to learn what a score means rather than which triplet carries it. The course's
+#: 700 triplets at the world's default 0.2 gave a flat knob; 3,000 at 0.5 made the model obey its
+#: following and preserving rewards (RESULTS.md, 2026-12-03). 0.5 is the issue's honesty bound: no
+#: perspective is mostly flawed.
+COURSE_N_TRAIN = 3000
+COURSE_FLAW_RATES = "0.5,0.5,0.5"
+
+
+def training_data(out_dir: str | Path, data_dir: str | Path | None = None, *, n: int = COURSE_N_TRAIN,
+                  flaw_rates: str = COURSE_FLAW_RATES, seed: int = 0, size: int = 32) -> Path:
+    """The course's training set: ``data_dir`` when given (an InstructPix2Pix-layout folder, e.g.
+    RewardEdit20K), else the toy world's ``n`` triplets at ``flaw_rates`` ("following,preserving,quality")
+    under ``<out_dir>/toy-data``, written once and reused while the settings stay the same."""
+    if data_dir:
+        return Path(data_dir)
+    try:
+        rates = toyworld.FlawRates.parse(flaw_rates)
+    except ValueError as e:
+        raise ValueError(f"flaw_rates={flaw_rates!r}: {e}") from None
+    return toyworld.ensure_toy_dataset(Path(out_dir) / "toy-data", n=n, seed=seed, rates=rates, size=size)
+
+
+def rewards_file(out_dir: str | Path, rewards_path: str | Path | None = None) -> Path:
+    """Where the training set's rewards are: ``rewards_path`` when given, else notebook 01's annotation
+    (``<out_dir>/rewards/RewardEdit_toy.json``; it may not exist yet)."""
+    return Path(rewards_path) if rewards_path else Path(out_dir) / "rewards" / "RewardEdit_toy.json"
 
 
 # --------------------------------------------------------------------------------------------------

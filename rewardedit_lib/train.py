@@ -184,14 +184,14 @@ class TrainConfig:
 #: Named presets (``rewardedit train --profile NAME``). Every field can still be overridden.
 PRESETS: dict[str, dict[str, Any]] = {
     # 2 CPU cores, minutes: stage 2 fine-tunes the committed toy stage-1 model (TOY-PROBE: the paper's
-    # two-stage recipe is what makes the effect visible in a course-sized budget).
-    # lr 3e-4 keeps more of stage 1's skill than 1e-3 (both models edited better in a measured run); the new
-    # reward modules learn at 10x that (reward_lr_scale), so 300 steps are enough for them to matter (3x and
-    # 10x measured alike; 30x hurt quality). On the course's 700 triplets (14 epochs) both models lose part
-    # of stage 1's skill (with the earlier 1,500-step stage-1 model, loss on held-out perfect edits, baseline
-    # / multi-reward: 0.0267 / 0.0259 against stage 1's 0.0244); `--set n_train=5000` lost less (0.0256 /
-    # 0.0245) but costs the course 190 s more, and its judged edits were no better at this scale.
-    "toy-cpu": dict(model="toy", max_steps=300, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",
+    # two-stage recipe is what makes the effect visible in a course-sized budget). The course trains it on
+    # 3,000 triplets at flaw rates 0.5 (course.COURSE_N_TRAIN / COURSE_FLAW_RATES): 600 steps at batch 32 are
+    # 6.4 epochs, about 160 s per model. Measured (RESULTS.md, 2026-12-03): 300 steps on the old 700
+    # triplets at 0.2 gave a flat reward knob; 600 steps on 3,000 at 0.5 a following knob of +16 to +26
+    # points; 1,200 steps follow better still but cost the course 7 more minutes and preserving's knob.
+    # lr 3e-4 keeps more of stage 1's skill than 1e-3; the new reward modules learn at 10x that
+    # (reward_lr_scale; 3x and 10x measured alike on the old recipe, 30x hurt quality).
+    "toy-cpu": dict(model="toy", max_steps=600, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",
                     warmup_steps=20, ema_decay=0.999, zero_init_rewards=True, reward_lr_scale=10.0, checkpoint_every=100,
                     log_every=10, validation_steps=10),
     # Stage 1 on 2 CPU cores: 3000 steps on 5000 flawed triplets (about an hour).
@@ -1012,11 +1012,24 @@ def read_metrics(out_dir: str | Path) -> list[dict]:
 
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, rewards_path: str | Path | None = None,
-          resume: str | None = None, progress: bool = True, time_limit_s: float | None = None) -> TrainResult:
+          resume: str | None = None, progress: bool = True, time_limit_s: float | None = None,
+          step_callback: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train one model (see the module docstring); ``resume="latest"`` continues the newest checkpoint;
-    ``time_limit_s`` stops (resumably) at the first step boundary after that many seconds."""
-    return Trainer(config, data_dir, out_dir, rewards_path, progress=progress).train(resume=resume,
-                                                                                     time_limit_s=time_limit_s)
+    ``time_limit_s`` stops (resumably) at the first step boundary after that many seconds; ``step_callback``
+    gets ``(step, metrics row)`` at every logged step (e.g. :func:`loss_lines`)."""
+    return Trainer(config, data_dir, out_dir, rewards_path, progress=progress,
+                   step_callback=step_callback).train(resume=resume, time_limit_s=time_limit_s)
+
+
+def loss_lines(name: str, max_steps: int, every: int = 100,
+               write: Callable[[str], None] = print) -> Callable[[int, dict], None]:
+    """A ``step_callback`` that writes one line per ``every`` steps (and at the last step): the live view of a
+    run for a notebook. A progress bar redraws itself hundreds of times into a stored notebook's output; a
+    line per hundred steps stays readable there and in a log."""
+    def callback(step: int, row: dict) -> None:
+        if step % every == 0 or step == max_steps:
+            write(f"{name}: step {step}/{max_steps}  loss {row['loss']:.4f}  ({row['images_per_s']:.0f} img/s)")
+    return callback
 
 
 def _defaults_json() -> dict[str, Any]:
@@ -1032,7 +1045,8 @@ def _run_record(config: TrainConfig, data_dir: str | Path, rewards_path: str | P
 
 
 def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Path,
-                   rewards_path: str | Path | None = None, progress: bool = True) -> TrainResult:
+                   rewards_path: str | Path | None = None, progress: bool = True,
+                   step_callback: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train, unless ``out_dir`` already holds this exact run: then return it (a finished run) or resume its
     latest checkpoint (an interrupted one). A folder holding a *different* run is an error, never overwritten.
     What notebooks call, so re-running a course cell costs nothing and an interrupted course picks up."""
@@ -1054,4 +1068,4 @@ def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker, json.dumps(record, indent=1))
     resume = "latest" if list_checkpoints(out) else None
-    return train(config, data_dir, out, rewards_path, resume=resume, progress=progress)
+    return train(config, data_dir, out, rewards_path, resume=resume, progress=progress, step_callback=step_callback)

@@ -26,7 +26,7 @@ from .formats import MAX_SCORE, PERSPECTIVE_TITLES, PERSPECTIVES, Triplet
 
 if TYPE_CHECKING:  # only for annotations: neither is needed to draw a figure
     import ipywidgets
-    from IPython.display import HTML
+    from IPython.display import HTML, Markdown
 
 PERSPECTIVE_COLORS: dict[str, str] = {"following": "#4C72B0", "preserving": "#DD8452", "quality": "#55A868"}
 _OK_COLOR, _BAD_COLOR = "#2a7a2a", "#b22222"
@@ -562,6 +562,22 @@ def reward_attention_figure(weights, image=None, token_names: Sequence[str] = ("
     fig.suptitle(title or f"Attention of the latent tokens over the {n_tok} reward tokens "
                           f"({w.shape[1]}x{w.shape[2]} positions)", fontsize=10)
     return _finish(fig)
+
+
+def source_code(*objects) -> "Markdown":
+    """The library's own source of ``objects`` (functions, methods, classes) as one highlighted Markdown
+    block: a lecture that shows the code it teaches shows the code that runs, never a copy that can drift
+    from it."""
+    import inspect
+
+    from IPython.display import Markdown
+
+    parts = []
+    for obj in objects:
+        fn = inspect.unwrap(obj)
+        where = f"{fn.__module__}.{fn.__qualname__}"
+        parts.append(f"# {where}\n" + textwrap.dedent(inspect.getsource(fn)).rstrip())
+    return Markdown("```python\n" + "\n\n".join(parts) + "\n```")
 
 
 def ablation_table(grids: Mapping[str, Mapping[tuple[str, str], Mapping[str, int]]]) -> str:

@@ -194,3 +194,45 @@ def test_the_toy_course_runs_end_to_end(tmp_path):
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Ablations (notebook 06)" in html and "rewards text, injection time" in html
     assert html.count("<td class='ok'>ok</td>") == 7  # every notebook's row
+
+
+# --------------------------------------------------------------------------------------------------
+# The course's data: one helper for notebooks 01, 02, 04 and 06
+# --------------------------------------------------------------------------------------------------
+def test_training_data_writes_the_toy_world_at_the_asked_flaw_rates_and_reuses_it(tmp_path):
+    from rewardedit_lib import toyworld
+
+    data = course.training_data(tmp_path, n=14, flaw_rates="0.5,0,1", seed=3, size=32)
+    assert data == tmp_path / "toy-data"
+    truth = toyworld.read_truth(data)
+    assert len(truth) == 14
+    assert all(t["quality_flaw"] for t in truth.values()) and not any(t["preserving_flaw"] for t in truth.values())
+    manifest = json.loads((data / "_truth" / "generator.json").read_text())
+    assert manifest["flaw_rates"] == {"following": 0.5, "preserving": 0.0, "quality": 1.0}
+    stamp = (data / "seeds.json").stat().st_mtime_ns
+    assert course.training_data(tmp_path, n=14, flaw_rates="0.5,0,1", seed=3) == data
+    assert (data / "seeds.json").stat().st_mtime_ns == stamp  # the same settings: nothing rewritten
+
+
+def test_training_data_takes_a_given_folder_as_it_is_and_names_bad_rates(tmp_path):
+    assert course.training_data(tmp_path, tmp_path / "mine") == tmp_path / "mine"
+    assert not (tmp_path / "toy-data").exists()
+    with pytest.raises(ValueError, match=r"flaw_rates='0.5,0.5'"):
+        course.training_data(tmp_path, n=7, flaw_rates="0.5,0.5")
+    with pytest.raises(ValueError, match=r"flaw_rates='0.7,0.7,1.5'.*quality"):
+        course.training_data(tmp_path, n=7, flaw_rates="0.7,0.7,1.5")
+
+
+def test_rewards_file_defaults_to_notebook_01s_output(tmp_path):
+    assert course.rewards_file(tmp_path) == tmp_path / "rewards" / "RewardEdit_toy.json"
+    assert course.rewards_file(tmp_path, "x/R.json") == Path("x/R.json")
+
+
+def test_the_toy_profile_uses_the_course_data_constants():
+    params = course.get_profile("toy-cpu").parameters
+    assert params["n_train"] == course.COURSE_N_TRAIN
+    assert params["flaw_rates"] == course.COURSE_FLAW_RATES
+    for nb in ("01_annotation", "02_dataset", "04_training", "06_ablations"):
+        declared = course.notebook_parameters(NOTEBOOKS / f"{nb}.ipynb")
+        assert declared["n_train"] == str(course.COURSE_N_TRAIN), nb
+        assert declared["flaw_rates"] == repr(course.COURSE_FLAW_RATES).replace("'", '"'), nb

@@ -403,3 +403,13 @@ def test_the_train_throughput_benchmark_times_the_master_weights_variant(capsys)
     r = out["results"]["2"]
     assert out["changes"] == {"master_weights": True} and r["kit"]["images_per_s"] > 0
     assert r["kit"]["precision"] == "bf16", r["kit"]
+
+
+def test_loss_lines_writes_a_line_every_n_steps_and_at_the_end():
+    lines: list[str] = []
+    cb = T.loss_lines("multi-reward", 250, every=100, write=lines.append)
+    for step in range(10, 251, 10):
+        cb(step, {"loss": step / 1000, "images_per_s": 120.4})
+    assert lines == ["multi-reward: step 100/250  loss 0.1000  (120 img/s)",
+                     "multi-reward: step 200/250  loss 0.2000  (120 img/s)",
+                     "multi-reward: step 250/250  loss 0.2500  (120 img/s)"]

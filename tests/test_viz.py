@@ -310,3 +310,15 @@ def test_notebook_02_takes_the_rewards_branch_on_rewardedit_style_data(tmp_path)
     assert results["correlation_of"] == "reward scores"
     assert not (tmp_path / "run" / "toy-data").exists()  # nothing generated: the given data was used
     assert "no toy ground truth here" in json.dumps(_outputs(nb))
+
+
+def test_source_code_shows_the_librarys_own_hooks():
+    from rewardedit_lib import reward
+
+    md = viz.source_code(reward.RewardUNet.__init__, reward.RewardUNet._inject_into_latent)
+    text = md.data
+    assert text.startswith("```python\n") and text.endswith("\n```")
+    assert "# rewardedit_lib.reward.RewardUNet._inject_into_latent" in text
+    assert "unet.conv_in.register_forward_hook(self._inject_into_latent)" in text
+    assert "self.reward.latent(h, tokens)" in text
+    assert "\n    def " not in text  # dedented: a method reads as a function
