@@ -73,6 +73,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    report = prepare(args.source, args.rewards, args.out, scheme=args.key_scheme, key_map=args.key_map,
+                     min_coverage=args.min_coverage, check_only=args.check, log=print)
+    print("coverage checked; nothing written (--check)" if args.check else
+          f"wrote {len(report.written)} folder(s) to {report.out}; {len(report.existing)} were already there")
+    return 0
+
+
 def _parse_faults(text: str | None) -> dict[str, float]:
     """``"429=0.1,500=0.05,timeout=0.05,malformed=0.05"`` -> a mapping for the toy judge server."""
     out: dict[str, float] = {}
@@ -249,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bench", type=Path, help="Real-Edit-layout benchmark folder")
     s.add_argument("--no-image-check", action="store_true", help="don't open every image (faster on 20K)")
     s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("prepare", help="published InstructPix2Pix images (parquet shards or folder release) -> "
+                                       "the folders RewardEdit_20K.json annotates; resumable")
+    s.add_argument("--source", required=True, type=Path,
+                   help="folder of timbrooks/instructpix2pix-clip-filtered's parquet shards, or the folder release")
+    s.add_argument("--rewards", required=True, type=Path, help="RewardEdit_20K.json")
+    s.add_argument("--out", required=True, type=Path, help="output folder (<out>/<key>/ per annotated triplet)")
+    s.add_argument("--key-scheme", default="auto", choices=["auto", "row", "shard-row", "map", "folder"],
+                   help="how a rewards key names its images (default: row for parquet, folder for the release; "
+                        "see rewardedit_lib/prepare.py)")
+    s.add_argument("--key-map", type=Path, default=None, help="JSON {key: row or [shard, row]} (scheme map)")
+    s.add_argument("--min-coverage", type=float, default=0.95,
+                   help="refuse below this fraction of reward entries placed (default 0.95)")
+    s.add_argument("--check", action="store_true", help="report coverage only, write nothing")
+    s.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("judge-server", help="serve the toy judge as an OpenAI-compatible HTTP API")
     s.add_argument("--port", type=int, default=0, help="port (default: a free one)")

@@ -19,7 +19,7 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 
 COMMANDS = ["toy-data", "toy-bench", "validate", "judge-server", "annotate", "train", "evaluate", "knob", "course",
-            "report"]
+            "report", "prepare"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
