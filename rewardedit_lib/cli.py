@@ -77,7 +77,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare
 
     report = prepare(args.source, args.rewards, args.out, scheme=args.key_scheme, key_map=args.key_map,
-                     min_coverage=args.min_coverage, check_only=args.check, log=print)
+                     release_seeds=args.release_seeds, min_coverage=args.min_coverage, check_only=args.check,
+                     log=print)
     print("coverage checked; nothing written (--check)" if args.check else
           f"wrote {len(report.written)} folder(s) to {report.out}; {len(report.existing)} were already there")
     return 0
@@ -266,9 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of timbrooks/instructpix2pix-clip-filtered's parquet shards, or the folder release")
     s.add_argument("--rewards", required=True, type=Path, help="RewardEdit_20K.json")
     s.add_argument("--out", required=True, type=Path, help="output folder (<out>/<key>/ per annotated triplet)")
-    s.add_argument("--key-scheme", default="auto", choices=["auto", "row", "shard-row", "map", "folder"],
-                   help="how a rewards key names its images (default: row for parquet, folder for the release; "
-                        "see rewardedit_lib/prepare.py)")
+    s.add_argument("--key-scheme", default="auto",
+                   choices=["auto", "folder", "release-order", "row", "shard-row", "map"],
+                   help="how a rewards key names its images (default: folder for the release; for shards "
+                        "release-order with --release-seeds, else row; see rewardedit_lib/prepare.py)")
+    s.add_argument("--release-seeds", type=Path, default=None,
+                   help="the folder release's seeds.json: rows are its folders in the hub dataset's shuffled order")
     s.add_argument("--key-map", type=Path, default=None, help="JSON {key: row or [shard, row]} (scheme map)")
     s.add_argument("--min-coverage", type=float, default=0.95,
                    help="refuse below this fraction of reward entries placed (default 0.95)")

@@ -13,25 +13,34 @@ reference, which opens ``<its root>/<key>/``.
 
 **The key scheme is a guess that cannot be checked offline, so it is explicit.** What is known:
 
-* the reference (``dataset.py``, ``MRewardDataset``) opens ``./pix2pix-clip-filtered-hf/train/`` + key: the
-  keys are folder names of an export the authors made from the *hub* dataset ("-hf"), one pair per folder;
+* the reference (``dataset.py``) reads ``./pix2pix-clip-filtered-hf/train/``: its stage-1 loader reads
+  ``seeds.json`` and ``<seed>_0.jpg`` there -- the *folder release's* layout -- and its stage-2 loader opens
+  that root + key and globs three files (two images, one JSON). So the keys are most likely folder names of
+  the release (a one-seed folder holds exactly those three files);
 * a parquet row carries no id at all: the hub dataset was built (sayakpaul/instruct-pix2pix-dataset,
-  ``make_dataset.py``) from the folder release's ``seeds.json`` after ``random.shuffle`` with seed 0, taking
-  one *unseeded* random seed per folder, so neither the folder name nor the seed survives in the rows;
-* so the only id an export could give a row is its position. The schemes (``--key-scheme``):
+  ``make_dataset.py``, pushed 2023-02-24) from the release's ``seeds.json`` after ``random.seed(0)`` +
+  ``random.shuffle``, taking one *unseeded* random seed per folder. So a row's folder can be recomputed from
+  the release's ``seeds.json`` (a small file), but not which seed its pair had.
 
-  ``row`` (parquet default)
-      the key's last path part (``pix2pix-clip-filtered/train/0001234`` -> 1234) is the row's index in the
-      whole dataset, counting shards in their ``NNNNN`` order and rows in file order -- the index
-      ``datasets.load_dataset(...)["train"][i]`` gives. Needs every shard (their row counts number the rows).
+The schemes (``--key-scheme``):
+
+  ``folder`` (the folder release's)
+      the longest trailing part of the key that ends a folder ``seeds.json`` lists; the pair is the key's
+      ``#<seed>`` tail, else the first seed listed (a note says how many folders that was).
+  ``release-order`` (parquet, with ``--release-seeds``: the best-founded one)
+      the same folder match, then the folder's position in the release's ``seeds.json`` after the shuffle
+      above is its row (counting shards in ``NNNNN`` order). A folder with several seeds may hold another
+      pair than the annotated one: a note counts them.
+  ``row`` (parquet default without ``--release-seeds``)
+      the key's last path part (``.../0001234`` -> 1234) is the row's index in the whole dataset -- the index
+      ``datasets.load_dataset(...)["train"][i]`` gives, for keys made by an export that numbered rows.
   ``shard-row``
       the key ends in ``<shard>/<row>`` or ``<shard>_<row>``: shard number, row within that shard.
   ``map``
       ``--key-map FILE``: a JSON object ``{key: row}`` or ``{key: [shard, row]}`` (shard: number or file
       name), for whoever learns the real mapping.
-  ``folder`` (the folder release's only scheme)
-      the longest trailing part of the key that is a folder of the release; the pair is the key's ``#<seed>``
-      tail, else the first seed ``seeds.json`` lists (a note says how many folders that was).
+
+``row`` and ``release-order`` need every shard: shard row counts number the rows.
 
 A wrong scheme usually still "finds" rows (any number below 313,010 does), so coverage alone proves little:
 :class:`Coverage` also prints the first keys of both sides and, for the first matched keys, the instruction
@@ -39,13 +48,15 @@ found next to the rewards' following feedback, for a human to compare ("The glas
 beside "make the glasses green" is a match). Below ``min_coverage`` nothing is written.
 
 **Why pyarrow alone, not ``datasets``.** ``load_dataset`` first converts all 63 GB of shards into its Arrow
-cache (the card's dataset_size: 131 GB more) before row 0; its streaming mode avoids the copy but reads and
-decodes every row of every shard in order -- 313K image pairs to keep 20K -- and gives up access by index,
-which is how the keys address rows. pyarrow reads each shard's footer (schema, row counts, row groups), so
-missing columns and the coverage are known before one image byte is read, then reads only the row groups
-that hold annotated rows and only the needed columns, and hands back the image bytes as they are (no
-decode/re-encode: a JPEG is copied, not recompressed). It is one wheel (``datasets`` needs it anyway, plus
-pandas, fsspec, multiprocess ...); install it with ``pip install 'rewardedit-kit[real]'``.
+cache (the card's dataset_size: 131 GB more disk) before row 0. Its streaming mode avoids the copy but reads
+every row of every shard in order, decodes every image to PIL unless told not to, and gives up access by
+index, which is how the keys address rows. pyarrow reads each shard's footer (schema, row counts, row
+groups), so a missing column and the coverage are known before one image byte is read; then it reads only
+the row groups holding annotated rows and only the needed columns (20K rows spread over 313K touch most row
+groups, so the saving is in what is not done: no cache copy, no decoding of the 293K pairs not kept) and hands
+back the image bytes as they are, to be copied unchanged (a JPEG is not recompressed). It is one wheel
+(``datasets`` depends on it anyway, plus pandas, fsspec, multiprocess ...):
+``pip install 'rewardedit-kit[real]'``.
 
 Writing is atomic and resumable: each folder is written into a hidden temporary folder beside it and renamed
 into place, so a folder that exists is complete; a second run skips those and rewrites nothing (``seeds.json``
@@ -59,6 +70,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -72,7 +84,7 @@ from .formats import Rewards
 
 #: Refuse to write below this fraction of reward entries placed (``--min-coverage``).
 DEFAULT_MIN_COVERAGE = 0.95
-SCHEMES: tuple[str, ...] = ("row", "shard-row", "map", "folder")
+SCHEMES: tuple[str, ...] = ("folder", "release-order", "row", "shard-row", "map")
 #: Parquet columns a triplet needs; the captions are kept in ``prompt.json`` when a shard has them.
 REQUIRED_COLUMNS: tuple[str, ...] = ("edit_prompt", "original_image", "edited_image")
 CAPTION_COLUMNS: dict[str, str] = {"original_prompt": "input", "edited_prompt": "output"}
@@ -120,7 +132,8 @@ class Location:
 
     def describe(self, shards: list["Shard"] | None = None) -> str:
         if self.shard is not None and shards is not None:
-            return f"{shards[self.shard].name} row {self.row}"
+            return f"{shards[self.shard].name} row {self.row}" + (f" (release folder {self.source_folder})"
+                                                                  if self.source_folder else "")
         return f"{self.source_folder} seed {self.seed}"
 
 
@@ -240,10 +253,32 @@ def _check_complete(shards: list[Shard]) -> None:
                            + " (download them all, or use --key-scheme shard-row / map)")
 
 
-def _parquet_locations(keys: list[str], shards: list[Shard], scheme: str,
-                       key_map: Mapping[str, Any] | None) -> tuple[list[Location], list[tuple[str, str]]]:
-    if scheme == "row":
+def release_rows(release_seeds: list[tuple[str, list[int]]]) -> dict[str, int]:
+    """Folder of the release -> its row in the hub dataset: the order ``make_dataset.py`` wrote them in
+    (``random.seed(0)`` then ``random.shuffle`` of ``seeds.json``; ``Random(0)`` is the same generator)."""
+    order = [folder for folder, _ in release_seeds]
+    random.Random(0).shuffle(order)
+    return {folder: i for i, folder in enumerate(order)}
+
+
+def _release_folder(folder: str, index: Mapping[str, str | None]) -> str:
+    """The release folder a key's path ends with (``.../train/0000123`` -> ``shard-00/0000123``), or why not."""
+    parts = folder.split("/")
+    hits = ["/".join(parts[i:]) for i in range(len(parts)) if "/".join(parts[i:]) in index]
+    if not hits:
+        raise PrepareError("no folder of the release's seeds.json ends with it")
+    if index[hits[0]] is None:
+        raise PrepareError(f"ambiguous: several folders of seeds.json end with {hits[0]!r}")
+    return str(index[hits[0]])
+
+
+def _parquet_locations(keys: list[str], shards: list[Shard], scheme: str, key_map: Mapping[str, Any] | None,
+                       release_seeds: list[tuple[str, list[int]]] | None = None
+                       ) -> tuple[list[Location], list[tuple[str, str]]]:
+    if scheme in ("row", "release-order"):
         _check_complete(shards)
+    rows = release_rows(release_seeds) if scheme == "release-order" and release_seeds is not None else {}
+    index = formats._suffix_index(dict.fromkeys(rows)) if rows else {}  # type: ignore[arg-type]
     starts, total = [], 0
     for s in shards:
         starts.append(total)
@@ -272,7 +307,14 @@ def _parquet_locations(keys: list[str], shards: list[Shard], scheme: str,
             continue
         parts = folder.split("/")
         where: tuple[int, int] | str
-        if scheme == "row":
+        src = None
+        if scheme == "release-order":
+            try:
+                src = _release_folder(folder, index)
+                where = from_global(rows[src])
+            except PrepareError as e:
+                where = str(e)
+        elif scheme == "row":
             where = from_global(int(parts[-1])) if parts[-1].isdigit() else "the key does not end in a row number"
         elif scheme == "shard-row":
             m = re.match(r"^(\d+)[_/-](\d+)$", "/".join(parts[-2:])) or re.match(r"^(\d+)[_-](\d+)$", parts[-1])
@@ -288,7 +330,7 @@ def _parquet_locations(keys: list[str], shards: list[Shard], scheme: str,
         if isinstance(where, str):
             missing.append((key, where))
         else:
-            found.append(Location(key, folder, seed or 0, shard=where[0], row=where[1]))
+            found.append(Location(key, folder, seed or 0, shard=where[0], row=where[1], source_folder=src))
     return found, missing
 
 
@@ -368,13 +410,12 @@ def _folder_locations(keys: list[str], root: Path, seeds: dict[str, list[int]] |
         if seeds is None:
             src = formats._folder_for_key(root, folder)
         else:
-            parts = folder.split("/")
-            hits = ["/".join(parts[i:]) for i in range(len(parts)) if "/".join(parts[i:]) in index]
-            src = index[hits[0]] if hits else None
-            if hits and src is None:
-                missing.append((key, f"ambiguous: several folders of seeds.json end with {hits[0]!r}"))
+            try:
+                src = _release_folder(folder, index)
+            except PrepareError as e:
+                missing.append((key, str(e)))
                 continue
-            if src is not None and not (root / src).is_dir():
+            if not (root / src).is_dir():
                 missing.append((key, f"seeds.json lists {src!r} but the folder is missing (shard not unpacked?)"))
                 continue
         if src is None:
@@ -453,8 +494,13 @@ def _finish(out: Path, found: list[Location], shards: list[Shard] | None, source
     if not entries and not (out / "seeds.json").exists():
         return
     _write_if_changed(out / "seeds.json", json.dumps(entries) + "\n")
-    origin = {loc.key: ({"shard": shards[loc.shard].name, "row": loc.row} if shards is not None and loc.shard is not None
-                        else {"folder": loc.source_folder, "seed": loc.seed}) for loc in present}
+    origin: dict[str, dict[str, Any]] = {}
+    for loc in present:
+        if shards is None or loc.shard is None:
+            origin[loc.key] = {"folder": loc.source_folder, "seed": loc.seed}
+        else:  # with release-order, also the release folder the row stands for
+            origin[loc.key] = {"shard": shards[loc.shard].name, "row": loc.row,
+                               **({"folder": loc.source_folder} if loc.source_folder else {})}
     manifest = {"source": str(source), "scheme": scheme, "folders": origin}
     _write_if_changed(out / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
 
@@ -478,11 +524,12 @@ def _load_key_map(key_map: Mapping[str, Any] | str | Path | None) -> Mapping[str
 
 
 def coverage(source: str | Path, rewards: Mapping[str, Rewards] | str | Path, *, scheme: str = "auto",
-             key_map: Mapping[str, Any] | str | Path | None = None, n_show: int = 3
-             ) -> tuple[Coverage, list[Shard] | None]:
+             key_map: Mapping[str, Any] | str | Path | None = None, release_seeds: str | Path | None = None,
+             n_show: int = 3) -> tuple[Coverage, list[Shard] | None]:
     """Place every rewards key in ``source`` (parquet shards or the folder release) without writing anything.
 
-    ``scheme="auto"``: ``folder`` for a folder release, ``map`` when ``key_map`` is given, else ``row``."""
+    ``scheme="auto"``: ``folder`` for a folder release; for shards ``map`` when ``key_map`` is given,
+    ``release-order`` when ``release_seeds`` (the release's ``seeds.json``) is, else ``row``."""
     source = Path(source)
     rw = _load_rewards(rewards)
     keys = list(rw)
@@ -490,23 +537,43 @@ def coverage(source: str | Path, rewards: Mapping[str, Rewards] | str | Path, *,
         raise PrepareError(f"{source}: no such file or folder")
     is_parquet = source.is_file() or (not (source / "seeds.json").exists() and any(source.rglob("*.parquet")))
     if scheme == "auto":
-        scheme = ("map" if key_map is not None else "row") if is_parquet else "folder"
+        scheme = ("map" if key_map is not None else "release-order" if release_seeds is not None else "row") \
+            if is_parquet else "folder"
     if scheme not in SCHEMES:
         raise PrepareError(f"key scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
     if (scheme == "folder") == is_parquet:
         raise PrepareError(f"key scheme {scheme!r} does not fit {source}: "
-                           + ("it holds parquet shards (row, shard-row or map)" if is_parquet
+                           + ("it holds parquet shards (release-order, row, shard-row or map)" if is_parquet
                               else "it is a folder release (scheme folder)"))
     if scheme == "map" and key_map is None:
         raise PrepareError("key scheme 'map' needs --key-map FILE")
+    if scheme == "release-order" and release_seeds is None:
+        raise PrepareError("key scheme 'release-order' needs --release-seeds (the folder release's seeds.json)")
     notes: list[str] = []
     samples: list[str] = []
     if is_parquet:
         shards: list[Shard] | None = find_shards(source)
         assert shards is not None
-        found, missing = _parquet_locations(keys, shards, scheme, _load_key_map(key_map))
         total = sum(s.num_rows for s in shards)
-        if scheme == "shard-row":
+        release = None
+        if scheme == "release-order":
+            seeds_path = Path(str(release_seeds))
+            if not (seeds_path.is_dir() or seeds_path.name == "seeds.json"):
+                raise PrepareError(f"--release-seeds {seeds_path}: expected the release's seeds.json or its folder")
+            release = formats.read_seeds(seeds_path if seeds_path.is_dir() else seeds_path.parent)
+            if len(release) != total:
+                raise PrepareError(f"{release_seeds} lists {len(release)} folders but the shards hold {total} rows: "
+                                   f"not the list the hub dataset was made from (or shards are missing)")
+        found, missing = _parquet_locations(keys, shards, scheme, _load_key_map(key_map), release)
+        if release is not None:
+            n_seeds = dict(release)
+            order = sorted(release_rows(release).items(), key=lambda kv: kv[1])
+            ids = [f"row {r} = {f}" for f, r in order[:n_show]]
+            several = sum(len(n_seeds[str(loc.source_folder)]) > 1 for loc in found)
+            if several:
+                notes.append(f"{several} matched folder(s) have several seeds; the hub row holds one pair drawn at "
+                             f"random (unseeded), maybe not the annotated one")
+        elif scheme == "shard-row":
             ids = [f"{s.index if s.index is not None else s.name}/{r}" for s in shards[:1] for r in range(n_show)]
         elif scheme == "map":
             ids = [f"{k} -> {v}" for k, v in list((_load_key_map(key_map) or {}).items())[:n_show]]
@@ -545,7 +612,8 @@ def coverage(source: str | Path, rewards: Mapping[str, Rewards] | str | Path, *,
 
 def prepare(source: str | Path, rewards: Mapping[str, Rewards] | str | Path, out: str | Path, *,
             scheme: str = "auto", key_map: Mapping[str, Any] | str | Path | None = None,
-            min_coverage: float = DEFAULT_MIN_COVERAGE, check_only: bool = False,
+            release_seeds: str | Path | None = None, min_coverage: float = DEFAULT_MIN_COVERAGE,
+            check_only: bool = False,
             log: Callable[[str], None] | None = None) -> PrepareReport:
     """Write ``<out>/<key>/`` for every rewards key ``source`` holds, then ``seeds.json`` and ``prepare.json``.
 
@@ -555,7 +623,7 @@ def prepare(source: str | Path, rewards: Mapping[str, Rewards] | str | Path, out
     if not 0.0 <= min_coverage <= 1.0:
         raise PrepareError(f"min_coverage={min_coverage}: expected a fraction between 0 and 1")
     source, out = Path(source), Path(out)
-    cov, shards = coverage(source, rewards, scheme=scheme, key_map=key_map)
+    cov, shards = coverage(source, rewards, scheme=scheme, key_map=key_map, release_seeds=release_seeds)
     if log is not None:
         log(cov.text())
     if cov.fraction < min_coverage:

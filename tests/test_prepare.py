@@ -131,6 +131,38 @@ def test_other_key_schemes(shards, tmp_path):
         prepare.coverage(shards, rw)
 
 
+def test_release_order_rows_follow_the_hub_datasets_shuffle(shards, tmp_path):
+    import random
+
+    release = [[f"shard-0{k // 5}/{k:07d}", [k, k + 100] if k == 4 else [k]] for k in range(9)]
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "seeds.json").write_text(json.dumps(release))
+    state = random.getstate()
+    try:  # what make_dataset.py did: random.seed(0) at import, then shuffle(seeds)
+        random.seed(0)
+        shuffled = [folder for folder, _ in release]
+        random.shuffle(shuffled)
+    finally:
+        random.setstate(state)
+    keys = [f"{PREFIX}{k:07d}" for k in (4, 7)] + [f"{PREFIX}0000042"]
+    rw = _rewards_file(tmp_path, keys)
+    out = tmp_path / "out"
+    logged: list[str] = []
+    report = prepare.prepare(shards, rw, out, release_seeds=tmp_path / "release" / "seeds.json", min_coverage=0.6,
+                             log=logged.append)
+    assert report.coverage.scheme == "release-order" and len(report.written) == 2
+    assert f"row 0 = {shuffled[0]}" in logged[0] and "1 matched folder(s) have several seeds" in logged[0]
+    assert dict(report.coverage.missing) == {f"{PREFIX}0000042": "no folder of the release's seeds.json ends with it"}
+    by_id = {t.id: t for t in formats.read_instructpix2pix(out, rewards=rw, require_rewards=False).items}
+    for k in (4, 7):
+        assert by_id[f"{PREFIX}{k:07d}"].instruction == f"edit number {shuffled.index(release[k][0])}"
+    manifest = json.loads((out / prepare.MANIFEST).read_text())["folders"]
+    assert manifest[f"{PREFIX}0000007"]["folder"] == "shard-01/0000007"
+    (tmp_path / "release" / "seeds.json").write_text(json.dumps(release[:8]))
+    with pytest.raises(prepare.PrepareError, match="lists 8 folders but the shards hold 9 rows"):
+        prepare.coverage(shards, rw, release_seeds=tmp_path / "release")
+
+
 def test_resumed_run_rewrites_nothing(shards, tmp_path):
     rw = _rewards_file(tmp_path, [f"{PREFIX}{r}" for r in (0, 2, 7)])
     out = tmp_path / "out"
