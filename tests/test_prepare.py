@@ -291,6 +291,9 @@ def test_cli_prepare(shards, tmp_path, capsys):
     assert cli.main(["prepare", "--source", str(shards), "--rewards", str(rw), "--out", str(out)]) == 2
     captured = capsys.readouterr()
     assert "1 of 2 reward entries" in captured.out and "only 1 of 2" in captured.err and not out.exists()
+    args = ["prepare", "--source", str(shards), "--rewards", str(rw), "--out", str(out), "--min-coverage", "0.5"]
+    assert cli.main(args + ["--check"]) == 0
+    assert "nothing written" in capsys.readouterr().out and not out.exists()
     assert cli.main(["prepare", "--source", str(shards), "--rewards", str(rw), "--out", str(out),
                      "--min-coverage", "0.5"]) == 0
     assert "wrote 1 folder(s)" in capsys.readouterr().out
