@@ -67,7 +67,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar, Union
+from typing import Any, Awaitable, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from ..formats import MAX_SCORE
@@ -226,11 +226,17 @@ def sha256_hex(data: bytes) -> str:
 
 
 def request_key(model: str, perspective: str, mode: str, instruction: str, source_sha256: str,
-                edited_sha256: str, *, detail: str = "low", prompt_version: str | None = None) -> str:
+                edited_sha256: str, *, detail: str = "low", prompt_version: str | None = None,
+                protocol: str = "kit") -> str:
     """The cache key of one judgement: any change to what is asked, or to whom, asks again.
 
     For the kit's toy judge "whom" includes its version: a judgement cached by an older toy judge is not
     reused after the judge changed (a hosted model's name is all the kit can know of it).
+
+    ``protocol``: whose questions these are -- ``"kit"`` (:mod:`.prompts`) or ``"paper"`` (the reference's
+    released evaluation, :mod:`.paper_protocol`). A non-kit protocol is a field of the hashed payload, so a
+    paper verdict can never be read as a kit verdict or the other way round; the kit's payload is left as it
+    was before protocols existed, so caches written then stay valid.
     """
     if model == TOY_JUDGE_MODEL:  # imported here: the toy judge (numpy, the toy world) is no cost to other judges
         from .toy_judge import JUDGE_VERSION
@@ -246,6 +252,8 @@ def request_key(model: str, perspective: str, mode: str, instruction: str, sourc
         "edited": edited_sha256,
         "instruction": instruction,
     }
+    if protocol != "kit":
+        payload["protocol"] = protocol
     return sha256_hex(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8"))
 
 
@@ -266,6 +274,19 @@ class JudgeRequest:
     id: str = ""
     source_sha256: str | None = None
     edited_sha256: str | None = None
+
+    #: Whose questions: the kit's (:mod:`.prompts`). A subclass asks another protocol's questions by
+    #: overriding :meth:`key`, :meth:`messages` and :meth:`parse` (:class:`.paper_protocol.PaperRequest`).
+    protocol: ClassVar[str] = "kit"
+
+    @property
+    def prompt_version(self) -> str:
+        """The version of the questions asked, as recorded in the cache (part of :meth:`key`)."""
+        return prompts.PROMPT_VERSION
+
+    def parse(self, text: str) -> Annotation | Verdict:
+        """The validated answer in the judge's ``text``; raises :class:`.prompts.AnswerError` (then retried)."""
+        return prompts.parse_answer(text, self.mode)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if self.mode not in prompts.MODES:
@@ -927,7 +948,7 @@ class JudgeClient:
                 try:
                     text, usage, _ = await self._call(messages, request.mode)
                     try:
-                        answer = prompts.parse_answer(text, request.mode)  # type: ignore[arg-type]
+                        answer = request.parse(text)
                     except AnswerError as e:
                         raise _Retryable("invalid answer", f"invalid answer: {e}") from None
                 except _Retryable as e:
@@ -981,7 +1002,7 @@ def _cache_record(client: JudgeClient, result: JudgeResult, usage: Any, run_id: 
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
         u = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage.get("completion_tokens")}
     return {
-        "key": result.key, "model": client.model, "prompt_version": prompts.PROMPT_VERSION,
+        "key": result.key, "model": client.model, "protocol": req.protocol, "prompt_version": req.prompt_version,
         "perspective": req.perspective, "mode": req.mode, "detail": client.detail, "instruction": req.instruction,
         "source_sha256": src, "edited_sha256": edt, "id": req.id, "answer": answer,
         "text": client.redact(result.text or ""), "usage": u, "attempts": result.attempts,
