@@ -174,10 +174,18 @@ def _edit_changes(args: argparse.Namespace) -> dict:
     return {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
 
 
+def _client_options(args: argparse.Namespace) -> dict:
+    """The judge client's options a judging command was given (:func:`_add_client_args`), those not given left
+    out (so the protocol's defaults apply: the paper's 100 s timeout, for one)."""
+    names = ("concurrency", "max_retries", "timeout", "azure_api_version")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
 def _judge_kwargs(args: argparse.Namespace) -> dict:
     """The judge and run options an evaluating command was given (see :func:`_add_judge_args`)."""
     return dict(base_url=args.base_url, judge_model=args.judge_model, api_key_env=args.api_key_env,
-                device=args.device, limit=args.limit, progress=not args.no_progress)
+                device=args.device, limit=args.limit, progress=not args.no_progress, protocol=args.protocol,
+                client_options=_client_options(args))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -216,11 +224,37 @@ def _add_edit_args(s: argparse.ArgumentParser, sampler: bool) -> None:
     s.add_argument("--seed", type=int, default=None, help="noise seed (edits are deterministic per item and seed)")
 
 
+def _add_client_args(s: argparse.ArgumentParser, *, concurrency: int | None = None, max_retries: int | None = None,
+                     timeout: float | None = None) -> None:
+    """The judge client's options, one definition for annotating and evaluating (read back by
+    :func:`_client_options`); a default of None means the library's (the protocol's, for evaluation)."""
+    def dflt(v: object, fallback: str) -> str:
+        return f"default {v}" if v is not None else fallback
+
+    s.add_argument("--concurrency", type=int, default=concurrency,
+                   help=f"requests in flight ({dflt(concurrency, 'default 16')})")
+    s.add_argument("--max-retries", type=int, default=max_retries,
+                   help=f"retries per request on 429/5xx/timeouts/unreadable answers ({dflt(max_retries, 'default 5')})")
+    s.add_argument("--timeout", type=float, default=timeout,
+                   help=f"seconds per request ({dflt(timeout, 'default 60; 100 with --protocol paper, as the reference')})")
+    s.add_argument("--azure-api-version", default=None,
+                   help="Azure OpenAI: --base-url is the endpoint, the model the deployment (key from AZURE_OPENAI_API_KEY)")
+
+
 def _add_judge_args(s: argparse.ArgumentParser) -> None:
     """The judge and run options every evaluating command shares (read back by :func:`_judge_kwargs`)."""
-    s.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: the local toy judge)")
-    s.add_argument("--judge-model", default=None, help="judge model name (e.g. gpt-4o; required with --base-url)")
+    s.add_argument("--base-url", default=None,
+                   help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (without it: the local toy judge, "
+                        "toy benchmarks only)")
+    s.add_argument("--judge-model", default=None,
+                   help="judge model name (default gpt-4o-2024-05-13 with --protocol paper; required for kit with "
+                        "--base-url)")
     s.add_argument("--api-key-env", default=None, help="environment variable holding the judge's key (never the key)")
+    s.add_argument("--protocol", choices=("kit", "paper"), default=None,
+                   help="paper: the reference's released GPT-4o prompts, images and parsing (comparable with Table 1); "
+                        "kit: the kit's structured prompts. Default: paper for sd15 models at --base-url, kit for "
+                        "the toy world")
+    _add_client_args(s)
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     s.add_argument("--limit", type=int, default=None, help="only the first N items")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -300,11 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-url", default=None,
                    help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (default: a local toy judge)")
     s.add_argument("--model", default=None, help="judge model, e.g. gpt-4o (required with --base-url)")
-    s.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    s.add_argument("--max-retries", type=int, default=5, help="retries per request on 429/5xx/timeouts (default 5)")
-    s.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    s.add_argument("--azure-api-version", default=None,
-                   help="Azure OpenAI: --base-url is the endpoint, --model the deployment")
+    _add_client_args(s, concurrency=16, max_retries=5, timeout=60.0)
     s.add_argument("--api-key-env", default=None,
                    help="name of the environment variable holding the key for a self-hosted server (never the key)")
     s.add_argument("--cache-dir", type=Path, default=None, help="answer cache (default: beside --out)")

@@ -17,7 +17,8 @@ Files in ``out_dir``::
     edits/settings.json           how they were made; a second run with other settings is refused
     judge/answers.jsonl           the judge's answer cache (a rerun judges nothing twice)
     results.jsonl                 one line per item: instruction, type, edit path, three verdicts
-    summary.json                  the table (overall and per edit type) with confidence intervals
+    summary.json                  the table (overall and per edit type) with confidence intervals, and the
+                                  judging protocol (``kit`` or ``paper``: :mod:`.judge.paper_protocol`)
 
 Resumable like annotation: edits that exist are not redone, answers in the cache are not asked again.
 """
@@ -37,7 +38,8 @@ import torch
 
 from .formats import (EDIT_TYPES, PERFECT_FEEDBACK, PERSPECTIVES, BenchItem, DataError, atomic_write_text,
                       read_real_edit)
-from .judge.client import AnswerCache, JudgeClient, JudgeRequest, judge_many, run_sync
+from .judge.client import AnswerCache, JudgeClient, judge_many, run_sync
+from .judge.paper_protocol import judge_arguments
 from .judge.server import DEFAULT_MODEL as TOY_JUDGE_MODEL
 from .pipeline import DEFAULT_REWARD_TEXT, LOW_REWARD_TEXT, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
 
@@ -238,32 +240,40 @@ def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
 # --------------------------------------------------------------------------------------------------
 def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir: str | Path, *,
                 base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
-                concurrency: int = 16, progress: bool = True) -> list[dict]:
+                concurrency: int = 16, progress: bool = True, protocol: str = "kit",
+                client_options: Mapping[str, Any] | None = None) -> list[dict]:
     """Judge every edit from the three perspectives (the evaluation variant: yes + score + reason).
 
     ``base_url=None`` starts the local toy judge for the duration; any OpenAI-compatible URL works (the key
     is read from the environment variable ``api_key_env`` names; GPT-4o at api.openai.com reads
-    ``OPENAI_API_KEY``). Returns one row per item; a perspective whose request failed is ``None``.
+    ``OPENAI_API_KEY``). ``protocol``: ``"kit"`` (the kit's questions) or ``"paper"`` (the reference's released
+    ones, :mod:`.judge.paper_protocol`). ``client_options``: :class:`~.judge.client.JudgeClient` options, as
+    annotation takes them (``azure_api_version``, ``timeout``, ``max_retries``, ``concurrency`` ...).
+
+    Returns one row per item; a perspective whose request failed after its retries (an unreachable judge, an
+    answer that cannot be read) is ``None``, and the row's ``errors`` says why, per perspective.
     """
+    from .judge import paper_protocol as paper
     from .judge.server import judge_endpoint
 
-    requests = [JudgeRequest(p, "evaluate", it.instruction, it.image_path, edits[it.id], id=it.id)
-                for it in items for p in PERSPECTIVES]
-    model = judge_model or (TOY_JUDGE_MODEL if base_url is None else None)
+    options = paper.client_options(protocol, {"concurrency": concurrency, **(client_options or {})})
+    local = base_url is None and options.get("azure_api_version") is None
+    if local and protocol == "paper":
+        paper.choose_protocol("paper", "", None, None)  # raises: names --base-url
+    requests = paper.evaluation_requests(protocol, items, edits)
+    model = paper.judge_model_for(protocol, judge_model, local)
     if model is None:
         raise ValueError(f"give the judge model for {base_url} (e.g. judge_model='gpt-4o')")
-    if base_url is None and model != TOY_JUDGE_MODEL:
+    if local and model != TOY_JUDGE_MODEL:
         raise ValueError(f"base_url=None runs the local toy judge ({TOY_JUDGE_MODEL!r}), not {model!r}")
     cache = AnswerCache(cache_dir)
     try:
         with judge_endpoint(base_url, model) as url:
-            if base_url is None:
+            if local:
                 api_key_env = None
-            elif api_key_env is None and "api.openai.com" in url:
-                api_key_env = "OPENAI_API_KEY"
 
             async def go():
-                client = JudgeClient(model, base_url=url, api_key_env=api_key_env, concurrency=concurrency)
+                client = JudgeClient(model, base_url=url, api_key_env=api_key_env, **options)
                 try:
                     return await judge_many(requests, client, cache=cache, progress=progress, desc="judging")
                 finally:
@@ -273,17 +283,20 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
     finally:
         cache.close()
     by_item: dict[str, dict[str, Any]] = {}
+    errors: dict[str, dict[str, str]] = {}
     for res in results:
         v = res.answer
         by_item.setdefault(res.request.id, {})[res.request.perspective] = (
             {"yes": bool(v.yes), "score": float(v.score), "reason": v.reason} if v is not None
             else None)
+        if v is None:
+            errors.setdefault(res.request.id, {})[res.request.perspective] = res.error or "not answered"
     rows = []
     for it in items:
         got = by_item.get(it.id, {})
         rows.append({"id": it.id, "image": it.image, "index": it.index, "edit_type": it.edit_type,
                      "instruction": it.instruction, "edit": str(edits[it.id]),
-                     **{p: got.get(p) for p in PERSPECTIVES}})
+                     **{p: got.get(p) for p in PERSPECTIVES}, **({"errors": errors[it.id]} if it.id in errors else {})})
     return rows
 
 
@@ -436,7 +449,8 @@ class EvalReport:
 
     def __str__(self) -> str:
         return (f"evaluated {len(self.rows)} edits in {self.out_dir} (editing {self.edit_s:.1f} s, judging "
-                f"{self.judge_s:.1f} s)\n" + table_markdown({"this model": self.summary}))
+                f"{self.judge_s:.1f} s, {self.summary.get('protocol', 'kit')} protocol)\n"
+                + table_markdown({"this model": self.summary}))
 
 
 def read_results(out_dir: str | Path) -> list[dict]:
@@ -451,22 +465,30 @@ def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_
              settings: EditSettings | None = None, changes: Mapping[str, Any] | None = None,
              base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
              device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
-             n_boot: int = 1000, progress: bool = True) -> EvalReport:
+             n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
+             client_options: Mapping[str, Any] | None = None) -> EvalReport:
     """Edit and judge a Real-Edit-layout benchmark (see the module docstring); ``limit`` = first N items.
 
     ``settings``: how to edit (default: :func:`default_settings` of the model); ``changes``: fields of
     those settings to change, e.g. ``{"num_inference_steps": 10}`` (so a caller need not know the model's
-    config to change one setting)."""
+    config to change one setting).
+
+    ``protocol``: ``"paper"`` (the reference's released GPT-4o evaluation: numbers to set beside Table 1) or
+    ``"kit"``; ``None`` picks one (:func:`~.judge.paper_protocol.choose_protocol`). Without ``base_url`` the
+    judge is the local toy judge, refused on anything but a toy benchmark. ``client_options``: the judge
+    client's options, as for annotation (``azure_api_version``, ``timeout``, ``max_retries``, ``concurrency``)."""
     return evaluate_many(model, bench_dir, {out_dir: changes}, settings=settings, base_url=base_url,
                          judge_model=judge_model, api_key_env=api_key_env, device=device, batch_size=batch_size,
-                         limit=limit, n_boot=n_boot, progress=progress)[out_dir]
+                         limit=limit, n_boot=n_boot, progress=progress, protocol=protocol,
+                         client_options=client_options)[out_dir]
 
 
 def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
                   runs: Mapping[str | Path, Mapping[str, Any] | None], *, settings: EditSettings | None = None,
                   base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
                   device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
-                  n_boot: int = 1000, progress: bool = True) -> dict[str | Path, EvalReport]:
+                  n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
+                  client_options: Mapping[str, Any] | None = None) -> dict[str | Path, EvalReport]:
     """:func:`evaluate` of one model under several settings: ``runs`` maps each output folder to its
     ``changes`` (applied to ``settings``, as in :func:`evaluate`); returns ``{folder: report}``.
 
@@ -477,9 +499,9 @@ def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
     """
     items = _bench_items(bench_dir, limit)
     pipe = load_model(model, device)
-    return _evaluate_loaded(pipe, _model_id(model), items, runs, settings=settings, base_url=base_url,
-                            judge_model=judge_model, api_key_env=api_key_env, batch_size=batch_size, n_boot=n_boot,
-                            progress=progress)
+    judge = judge_arguments(protocol, model_kind(pipe), bench_dir, base_url, judge_model, api_key_env, client_options)
+    return _evaluate_loaded(pipe, _model_id(model), items, runs, settings=settings, judge=judge,
+                            batch_size=batch_size, n_boot=n_boot, progress=progress)
 
 
 def _bench_items(bench_dir: str | Path, limit: int | None) -> list[BenchItem]:
@@ -498,9 +520,12 @@ def _model_id(model: str | Path | RewardEditPipeline) -> str:
 
 def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[BenchItem],
                      runs: Mapping[str | Path, Mapping[str, Any] | None], *, settings: EditSettings | None,
-                     base_url: str | None, judge_model: str | None, api_key_env: str | None, batch_size: int,
-                     n_boot: int, progress: bool) -> dict[str | Path, EvalReport]:
-    """:func:`evaluate_many` on a loaded pipeline (``model_id``: what its folders record as the model)."""
+                     judge: Mapping[str, Any], batch_size: int, n_boot: int,
+                     progress: bool) -> dict[str | Path, EvalReport]:
+    """:func:`evaluate_many` on a loaded pipeline (``model_id``: what its folders record as the model;
+    ``judge``: :func:`judge_edits`' judge arguments, from :func:`~.judge.paper_protocol.judge_arguments`)."""
+    from .judge.paper_protocol import judge_record
+
     base = settings or default_settings(pipe)
     chosen = {key: replace(base, **(changes or {})) for key, changes in runs.items()}
     needed = {key: sum(not (Path(key) / "edits" / f"{it.id}.png").exists() for it in items) for key in runs}
@@ -513,13 +538,13 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
     for (key, s), job_edits in zip(chosen.items(), edits):
         out = Path(key)
         t1 = time.perf_counter()
-        rows = judge_edits(items, job_edits, out / "judge", base_url=base_url, judge_model=judge_model,
-                           api_key_env=api_key_env, progress=progress)
+        rows = judge_edits(items, job_edits, out / "judge", progress=progress, **judge)
         t2 = time.perf_counter()
         atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         summary = summarize(rows, n_boot=n_boot)
         summary["settings"] = s.to_json()
-        summary["judge"] = {"base_url": base_url or "local toy judge", "model": judge_model or TOY_JUDGE_MODEL}
+        summary["protocol"] = judge["protocol"]  # "kit" or "paper": numbers of the two are never comparable
+        summary["judge"] = judge_record(judge)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
         share = edit_s * needed[key] / total if total else 0.0
         reports[key] = EvalReport(out, rows, summary, s, share, t2 - t1)
@@ -646,7 +671,8 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
                 changes: Mapping[str, Any] | None = None, seed: int | None = None, base_url: str | None = None,
                 judge_model: str | None = None, api_key_env: str | None = None,
                 device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
-                n_boot: int = 1000, progress: bool = True) -> KnobReport:
+                n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
+                client_options: Mapping[str, Any] | None = None) -> KnobReport:
     """The reward knob: does a multi-reward model obey the rewards it is asked for, on images it never saw?
 
     For each perspective the model edits the benchmark with that perspective's requested score at ``low``
@@ -663,7 +689,8 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
     reuse instead of ``out_dir/F5-P5-Q5`` (notebook 05's ``eval/multi-reward``); its settings file refuses
     it if it was made otherwise (steps, seed, another model folder), and it must hold the same items.
     ``settings`` / ``changes`` / ``seed`` set how to edit (as in :func:`evaluate`; the rewards are the
-    knob's). Writes ``out_dir/knob.json``. A model that reads no rewards is refused (``ValueError``).
+    knob's); the judge as in :func:`evaluate`. Writes ``out_dir/knob.json``. A model that reads no rewards is
+    refused (``ValueError``).
     """
     changes = dict(changes or {})
     clash = sorted({"reward_scores", "reward_text"} & set(changes))
@@ -690,8 +717,8 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
                 raise ValueError(f"high_dir {high_dir} holds an evaluation of {len(have)} items, the knob asks for "
                                  f"{len(items)} (give the same benchmark and limit, or no high_dir)")
     runs = {folders[name]: {**changes, **w} for name, w in wanted.items()}
-    reports = _evaluate_loaded(pipe, model_id, items, runs, settings=settings, base_url=base_url,
-                               judge_model=judge_model, api_key_env=api_key_env, batch_size=batch_size,
+    judge = judge_arguments(protocol, model_kind(pipe), bench_dir, base_url, judge_model, api_key_env, client_options)
+    reports = _evaluate_loaded(pipe, model_id, items, runs, settings=settings, judge=judge, batch_size=batch_size,
                                n_boot=n_boot, progress=progress)
     high = reports[folders["high"]]
 

@@ -13,6 +13,7 @@ from PIL import Image
 from rewardedit_lib import evaluate as E
 from rewardedit_lib import toyworld
 from rewardedit_lib.formats import read_real_edit
+from rewardedit_lib.judge.server import ToyJudgeServer
 from rewardedit_lib.pipeline import toy_pipeline
 
 FAST = E.EditSettings(num_inference_steps=2, guidance_scale=3.0, image_guidance_scale=1.5)
@@ -49,7 +50,10 @@ def real_edit_folder(root: Path) -> Path:
 def test_the_real_edit_path_runs_end_to_end_on_a_folder_the_test_makes(model_dir, tmp_path):
     bench = real_edit_folder(tmp_path / "Real-Edit")
     settings = E.EditSettings(num_inference_steps=2, guidance_scale=3.0, resolution=32)
-    report = E.evaluate(model_dir, bench, tmp_path / "out", settings=settings, progress=False)
+    # photos are judged at an endpoint (here the toy judge's server: without base_url they would be refused)
+    with ToyJudgeServer() as srv:
+        report = E.evaluate(model_dir, bench, tmp_path / "out", settings=settings, base_url=srv.base_url,
+                            judge_model="toy-judge", progress=False)
     rows = E.read_results(tmp_path / "out")
     assert [r["id"] for r in rows] == ["0001-1", "0001-2", "0002-1"]  # BenchItem.id
     assert [r["edit_type"] for r in rows] == ["Add", "Local", "Remove"]
