@@ -256,7 +256,7 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
     from .judge import paper_protocol as paper
     from .judge.server import judge_endpoint
 
-    options = paper.client_options(protocol, {"concurrency": concurrency, **(client_options or {})})
+    options = paper.client_options_for(protocol, {"concurrency": concurrency, **(client_options or {})})
     local = base_url is None and options.get("azure_api_version") is None
     if local and protocol == "paper":
         paper.choose_protocol("paper", "", None, None)  # raises: names --base-url

@@ -48,6 +48,7 @@ class ReleasedFormatServer:
 
     def __init__(self, answer: Callable[[str, str | None], str] = released_answer) -> None:
         self.bodies: list[dict] = []
+        self.requests: list[tuple[str, dict]] = []  # (path, headers) of each request
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +58,7 @@ class ReleasedFormatServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.bodies.append(body)
+                outer.requests.append((self.path, dict(self.headers)))
                 perspective, instruction, _ = P.identify_paper(body["messages"])
                 reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                          "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -237,6 +239,14 @@ def test_the_paper_protocol_without_an_endpoint_is_refused_naming_the_option(toy
     assert rc == 2 and "--base-url" in capsys.readouterr().err
 
 
+def test_a_missing_key_is_refused_before_anything_is_edited(toy_model, toy_bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    rc = main(["evaluate", "--model", str(toy_model), "--bench", str(toy_bench), "--out", str(tmp_path / "out"),
+               "--protocol", "paper", "--base-url", "https://api.openai.com/v1", "--no-progress", *STEPS])
+    assert rc == 2 and "OPENAI_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "edits").exists()
+
+
 def test_kit_and_paper_verdicts_never_mix_in_one_cache(toy_model, toy_bench, tmp_path, server):
     out = tmp_path / "out"
     kw = dict(changes={"num_inference_steps": 2}, n_boot=20, progress=False)
@@ -266,3 +276,21 @@ def test_local_toy_judge_at_a_url_still_judges_real_layouts_with_the_kit_protoco
         report = E.evaluate(toy_model, bench, tmp_path / "out", changes={"num_inference_steps": 2},
                             base_url=srv.base_url, judge_model="toy-judge", n_boot=20, progress=False)
     assert report.summary["protocol"] == "kit" and report.summary["overall"]["quality"]["n"] == 3
+
+
+def test_evaluation_reaches_an_azure_deployment_with_the_key_from_the_environment(toy_model, toy_bench, tmp_path,
+                                                                                   server, monkeypatch, capsys):
+    secret = "azure-test-key-0123456789abcdef"
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", secret)
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--model", str(toy_model), "--bench", str(toy_bench), "--out", str(out), "--protocol",
+               "paper", "--base-url", server.base_url, "--azure-api-version", "2024-10-21", "--judge-model",
+               "my-gpt4o-deployment", "--timeout", "30", "--no-progress", *STEPS, "--limit", "2"])
+    assert rc == 0, capsys.readouterr().err
+    assert len(server.requests) == 6
+    for path, headers in server.requests:
+        assert "/openai/deployments/my-gpt4o-deployment/chat/completions" in path and "api-version=2024-10-21" in path
+        assert headers.get("api-key") == secret
+    written = "".join(f.read_text() for f in out.rglob("*") if f.is_file() and f.suffix in (".json", ".jsonl"))
+    assert secret not in written + capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["judge"]["model"] == "my-gpt4o-deployment"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping
 
 from ..formats import MAX_SCORE, PERSPECTIVES
-from .client import TOY_JUDGE_MODEL, ImageLike, JudgeRequest, _image_bytes, redact_url, request_key
+from .client import TOY_JUDGE_MODEL, ImageLike, JudgeClient, JudgeRequest, _image_bytes, redact_url, request_key
 from .prompts import AnswerError, Verdict, decode_data_url
 
 #: The protocols ``rewardedit evaluate --protocol`` knows.
@@ -52,7 +52,7 @@ PAPER_HEIGHT = 512
 PAPER_JPEG_QUALITY = 75  # PIL's default, what ``img.save(buf, format='JPEG')`` writes
 #: :class:`~.client.JudgeClient` options that reproduce the reference's request (the caller's options win).
 PAPER_CLIENT_DEFAULTS: dict[str, Any] = {"max_tokens": 50, "temperature": None, "response_format": "none",
-                                         "timeout": 100.0}
+                                         "timeout": 100.0, "detail": "auto"}  # detail: not sent, recorded as such
 #: The key of the yes/no answer each released prompt asks for.
 ANSWER_KEYS: dict[str, str] = {"following": "following", "preserving": "consistent", "quality": "clear"}
 
@@ -319,6 +319,8 @@ def choose_protocol(protocol: str | None, model_kind: str, base_url: str | None,
     """
     if protocol is not None and protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    if azure and base_url is None:
+        raise ValueError("Azure OpenAI needs its endpoint: give --base-url https://<resource>.openai.azure.com/")
     local = base_url is None and not azure
     if local:
         if protocol == "paper":
@@ -343,7 +345,7 @@ def judge_model_for(protocol: str, judge_model: str | None, local: bool) -> str 
     return PAPER_JUDGE_MODEL if protocol == "paper" else None
 
 
-def client_options(protocol: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+def client_options_for(protocol: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
     """The :class:`~.client.JudgeClient` options for a protocol: the paper's request settings
     (:data:`PAPER_CLIENT_DEFAULTS`) under the caller's (``timeout``, ``max_retries``, ``concurrency``,
     ``azure_api_version`` ...)."""
@@ -368,7 +370,14 @@ def judge_arguments(protocol: str | None, model_kind: str, bench_dir: str | Path
     chosen -- or refused, naming the missing option -- before anything is edited: a run that cannot be judged
     must not spend an hour editing first."""
     options = dict(client_options or {})
-    chosen = choose_protocol(protocol, model_kind, base_url, bench_dir, azure=bool(options.get("azure_api_version")))
+    azure = bool(options.get("azure_api_version"))
+    chosen = choose_protocol(protocol, model_kind, base_url, bench_dir, azure=azure)
+    model = judge_model_for(chosen, judge_model, base_url is None and not azure)
+    if base_url is not None or azure:  # a missing key or model fails now, not after the editing
+        if model is None:
+            raise ValueError(f"give the judge model for {redact_url(base_url)} with --judge-model (judge_model=), "
+                             f"e.g. gpt-4o")
+        JudgeClient(model, base_url=base_url, api_key_env=api_key_env, **client_options_for(chosen, options))
     return {"base_url": base_url, "judge_model": judge_model, "api_key_env": api_key_env, "protocol": chosen,
             "client_options": options}
 
@@ -381,7 +390,7 @@ def judge_record(judge: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["ANSWER_KEYS", "DEFAULT_PROTOCOL", "PAPER_CLIENT_DEFAULTS", "PAPER_JUDGE_MODEL", "PAPER_PROMPT_VERSION",
-           "PROTOCOLS", "PaperRequest", "SYSTEM_PROMPTS", "build_paper_messages", "choose_protocol", "client_options",
+           "PROTOCOLS", "PaperRequest", "SYSTEM_PROMPTS", "build_paper_messages", "choose_protocol", "client_options_for",
            "evaluation_requests", "identify_paper", "is_toy_bench", "judge_arguments", "judge_model_for", "judge_record",
            "parse_paper_answer",
            "prepare_images", "user_text"]
