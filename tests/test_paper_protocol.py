@@ -294,3 +294,17 @@ def test_evaluation_reaches_an_azure_deployment_with_the_key_from_the_environmen
     written = "".join(f.read_text() for f in out.rglob("*") if f.is_file() and f.suffix in (".json", ".jsonl"))
     assert secret not in written + capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text())["judge"]["model"] == "my-gpt4o-deployment"
+
+
+def test_the_default_protocol_follows_the_model_and_the_judge(toy_bench, tmp_path):
+    real = real_edit_folder(tmp_path / "Real-Edit")
+    url = "http://127.0.0.1:9/v1"
+    assert P.choose_protocol(None, "sd15", url, real) == "paper"  # numbers to set beside Table 1
+    assert P.choose_protocol(None, "toy", url, real) == "kit"
+    assert P.choose_protocol(None, "sd15", None, toy_bench) == "kit"  # the local toy judge speaks kit only
+    assert P.choose_protocol(None, "sd15", url, toy_bench, judge_model="toy-judge") == "kit"
+    assert P.choose_protocol("kit", "sd15", url, real) == "kit"
+    with pytest.raises(ValueError, match="--protocol kit"):
+        P.choose_protocol("paper", "sd15", url, toy_bench, judge_model="toy-judge")
+    with pytest.raises(ValueError, match="--base-url"):
+        P.choose_protocol(None, "toy", None, None, azure=True)

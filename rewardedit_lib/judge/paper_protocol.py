@@ -307,11 +307,11 @@ def is_toy_bench(bench_dir: str | Path) -> bool:
 
 
 def choose_protocol(protocol: str | None, model_kind: str, base_url: str | None, bench_dir: str | Path | None,
-                    azure: bool = False) -> str:
+                    azure: bool = False, judge_model: str | None = None) -> str:
     """The protocol to judge with, or a ``ValueError`` naming the option that is missing.
 
     * ``protocol=None``: :data:`DEFAULT_PROTOCOL` of the model kind when a judge endpoint is given; ``"kit"``
-      for the local toy judge (it answers only the kit's questions).
+      for the toy judge, local or at a URL (``judge_model="toy-judge"``): it answers only the kit's questions.
     * No endpoint (``base_url=None``, no Azure) means the local toy judge, a pixel judge of toy-world drawings:
       on any other benchmark it would print numbers that mean nothing, so that is refused, naming
       ``--base-url``; so is ``paper`` without an endpoint (the toy judge cannot answer the released prompts,
@@ -332,6 +332,11 @@ def choose_protocol(protocol: str | None, model_kind: str, base_url: str | None,
                              f"judge is the local toy judge, which only judges toy drawings; give a real judge's "
                              f"endpoint with --base-url and --judge-model (e.g. https://api.openai.com/v1 and "
                              f"{PAPER_JUDGE_MODEL})")
+        return "kit"
+    if judge_model == TOY_JUDGE_MODEL:
+        if protocol == "paper":
+            raise ValueError(f"the toy judge ({TOY_JUDGE_MODEL}) answers only --protocol kit; the paper protocol "
+                             f"needs a real judge (--judge-model {PAPER_JUDGE_MODEL} at its --base-url)")
         return "kit"
     return protocol or DEFAULT_PROTOCOL.get(model_kind, "kit")
 
@@ -371,7 +376,7 @@ def judge_arguments(protocol: str | None, model_kind: str, bench_dir: str | Path
     must not spend an hour editing first."""
     options = dict(client_options or {})
     azure = bool(options.get("azure_api_version"))
-    chosen = choose_protocol(protocol, model_kind, base_url, bench_dir, azure=azure)
+    chosen = choose_protocol(protocol, model_kind, base_url, bench_dir, azure=azure, judge_model=judge_model)
     model = judge_model_for(chosen, judge_model, base_url is None and not azure)
     if base_url is not None or azure:  # a missing key or model fails now, not after the editing
         if model is None:
