@@ -25,17 +25,17 @@ Resumable like annotation: edits that exist are not redone, answers in the cache
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from . import runtime
 from .formats import (EDIT_TYPES, PERFECT_FEEDBACK, PERSPECTIVES, BenchItem, DataError, atomic_write_text,
                       read_real_edit)
 from .judge.client import AnswerCache, JudgeClient, judge_many, run_sync
@@ -97,7 +97,7 @@ def load_model(model: str | Path | RewardEditPipeline, device: torch.device | st
     else:
         path = Path(model)
         index = path / "model_index.json"
-        with _quiet_loading():
+        with runtime.quiet_loading():
             if index.exists() and json.loads(index.read_text()).get("_class_name") == "RewardEditPipeline":
                 kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
                 pipe = RewardEditPipeline.from_pretrained(path, **kw)
@@ -107,24 +107,6 @@ def load_model(model: str | Path | RewardEditPipeline, device: torch.device | st
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No "Loading pipeline components" / "Loading weights" bars: in a notebook each load left two empty-looking
-    progress outputs. Errors and warnings still show; the libraries' settings are restored after."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-    dlog.disable_progress_bar(), tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was[0]:
-            dlog.enable_progress_bar()
-        if was[1]:
-            tlog.enable_progress_bar()
 
 
 def default_settings(pipe: RewardEditPipeline) -> EditSettings:

@@ -11,7 +11,9 @@ import importlib.metadata as md
 import os
 import platform
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 #: The packages the kit is built on (import name, distribution name). Checked by notebook 00.
 CORE_PACKAGES: tuple[tuple[str, str], ...] = (
@@ -134,3 +136,22 @@ def diffusers_smoke_test(device=None, image_size: int = 32, seed: int = 0) -> Sm
         torch.cuda.synchronize()
     return SmokeResult(str(device), sum(p.numel() for p in unet.parameters()), tuple(out.shape),
                        round(time.perf_counter() - t0, 4))
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading pipeline components" / "Loading weights" bars while models load: in a notebook each load
+    leaves two empty-looking progress widgets. Errors and warnings still show; the libraries' settings are
+    restored after."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar(), tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()

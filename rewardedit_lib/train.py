@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from . import models, text
+from . import models, runtime, text
 from .formats import DataError, Loaded, Triplet, atomic_write_text, read_instructpix2pix
-from .pipeline import PERFECT_SCORES, DEFAULT_REWARD_TEXT, SAMPLER_ETA, RewardEditPipeline, random_pipeline
+from .pipeline import SAMPLER_ETA, RewardEditPipeline, random_pipeline
 from .precision import MasterWeights
 from .reward import UNET_SUBFOLDER, RewardUNet
 
@@ -873,7 +873,12 @@ class Trainer:
         seconds since this call (setup included): a rented GPU's session ends on the clock, not on a step
         count. A stopped run saves a checkpoint, the model and ``summary.json`` (``"stopped_early": true``)
         at the step it reached: it *is* the first steps of the full run (same data order, noise and LR
-        schedule), and ``resume="latest"`` finishes it."""
+        schedule), and ``resume="latest"`` finishes it. Without ``progress`` no library progress bar shows
+        either (loading and saving weights)."""
+        with nullcontext() if self.progress else runtime.quiet_loading():
+            return self._train(resume, time_limit_s)
+
+    def _train(self, resume: str | None, time_limit_s: float | None) -> TrainResult:
         acc, config = self.accelerator, self.config
         t_call = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -830,9 +830,9 @@ class RewardKnob:
 
         self.pipe, self.instruction, self.size = pipe, instruction, size
         self.image = image.convert("RGB") if hasattr(image, "convert") else image
-        self.settings = settings or evaluate.EDIT_DEFAULTS[evaluate.model_kind(pipe)]
+        self.settings = settings or evaluate.default_settings(pipe)  # the model's recorded feedback text too
         self.scores = tuple(float(s) for s in scores)
-        self.feedback = feedback if feedback is not None else evaluate.DEFAULT_REWARD_TEXT
+        self.feedback = feedback if feedback is not None else (self.settings.reward_text or evaluate.DEFAULT_REWARD_TEXT)
         self.last = None
         self._widget = None
 
