@@ -1,6 +1,7 @@
 # RewardEdit Kit. Two commands set everything up from nothing:
 #   make course   - the whole course on the toy default (runs/toy-cpu/)
 #   make test     - the test suite (library, CLI, notebooks)
+#   make lab      - open the notebooks in JupyterLab
 # Both create (or reuse) a local virtual environment in .venv and install the kit into it.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ OUT    ?= runs/$(PROFILE)
 # Where no CUDA GPU is present, take the CPU build of torch (a plain `torch` would pull a multi-GB CUDA build).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup course test test-slow clean
+.PHONY: setup course test test-slow lab clean
 
 setup: $(STAMP)
 
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
 		echo "no CUDA here: installing $(TORCH_CPU)"; $(BIN)/python -m pip install -q "$(TORCH_CPU)"; fi
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[lab,test]"
 	@touch $(STAMP)
 
 course: $(STAMP)
@@ -29,6 +30,9 @@ course: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" --nbval-lax tests notebooks
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests

@@ -18,7 +18,8 @@ def _name(req: str) -> str:
 
 def _pyproject_requirements() -> dict[str, str]:
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = list(meta["dependencies"]) + list(meta["optional-dependencies"]["test"])
+    extras = meta["optional-dependencies"]
+    reqs = list(meta["dependencies"]) + list(extras["lab"]) + list(extras["test"])
     return {_name(r): r.replace(" ", "") for r in reqs}
 
 
@@ -45,6 +46,20 @@ def test_chosen_dependencies_are_declared():
                  "ipykernel", "ipywidgets", "matplotlib", "numpy", "pillow", "safetensors"):
         assert name in py, name
     assert "torchvision" not in py  # it breaks beside the CPU torch build; PIL and numpy do its job
+
+
+def test_colab_kernel_packages_are_extras_not_core():
+    """Colab pins jupyterlab, ipykernel and ipywidgets in the live kernel: installing the kit there (core
+    dependencies only) must not upgrade them, so they are the [lab] extra; nbval is [test]; bitsandbytes
+    (CUDA only) is [t4]. `make setup` installs [lab,test] and `make lab` opens the course."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {_name(r) for r in meta["dependencies"]}
+    extras = {k: {_name(r) for r in v} for k, v in meta["optional-dependencies"].items()}
+    assert not core & {"jupyterlab", "ipykernel", "ipywidgets", "nbval", "notebook", "bitsandbytes"}
+    assert {"jupyterlab", "ipykernel", "ipywidgets"} <= extras["lab"] and "nbval" in extras["test"]
+    assert extras["t4"] == {"bitsandbytes"}
+    makefile = (REPO / "Makefile").read_text()
+    assert '-e ".[lab,test]"' in makefile and re.search(r"^lab: .*\n\t.*jupyter lab", makefile, flags=re.MULTILINE)
 
 
 def test_console_script_declared():
