@@ -2,6 +2,9 @@
 
 Why a module: every notebook prints the same one-line device summary and picks the device the same way,
 so a notebook moved from a laptop to a Colab GPU changes one parameter (or none: ``device="auto"``).
+On Colab the notebooks' setup cell (:func:`setup_notebook`) also maps Colab secrets into the environment,
+mounts Drive when ``out_dir`` lies there, and refuses a Stable Diffusion profile without a GPU; the install
+cell ends with :func:`restart_advice`, which says plainly whether the kernel must be restarted.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import platform
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 #: The packages the kit is built on (import name, distribution name). Checked by notebook 00.
 CORE_PACKAGES: tuple[tuple[str, str], ...] = (
@@ -30,6 +33,14 @@ CORE_PACKAGES: tuple[tuple[str, str], ...] = (
     ("safetensors", "safetensors"),
     ("yaml", "pyyaml"),
 )
+
+
+#: The credentials the kit reads, from the environment only (never a parameter, never written to a file).
+SECRET_NAMES: tuple[str, ...] = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "HF_TOKEN")
+#: Course / training profiles that train or sample Stable Diffusion 1.5: hours per step budget on a CPU.
+CUDA_PROFILES: tuple[str, ...] = ("sd15", "sd15-t4")
+#: Where Colab mounts Google Drive; an ``out_dir`` below it survives the runtime.
+COLAB_DRIVE = "/content/drive"
 
 
 def in_colab() -> bool:
@@ -95,7 +106,7 @@ def check_packages(packages: tuple[tuple[str, str], ...] = CORE_PACKAGES) -> lis
     return out
 
 
-def secret_status(names: tuple[str, ...] = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "HF_TOKEN")) -> dict[str, bool]:
+def secret_status(names: tuple[str, ...] = SECRET_NAMES) -> dict[str, bool]:
     """Which credentials are set in the environment -- only whether, never their values."""
     return {n: bool(os.environ.get(n)) for n in names}
 
@@ -155,3 +166,120 @@ def quiet_loading() -> Iterator[None]:
             dlog.enable_progress_bar()
         if was[1]:
             tlog.enable_progress_bar()
+
+
+# --------------------------------------------------------------------------------------------------
+# Colab: secrets, Drive, the GPU check, the restart after installing
+# --------------------------------------------------------------------------------------------------
+def load_colab_secrets(names: tuple[str, ...] = SECRET_NAMES) -> dict[str, str]:
+    """Copy Colab secrets (the key icon in Colab's side bar) into ``os.environ``; outside Colab do nothing.
+
+    Why: the judge client and the hub read keys from the environment only (a parameter would be written into
+    the executed notebook). A name already set in the environment is kept. Returns each name's status --
+    ``"loaded"``, ``"already set"``, ``"not found"`` or ``"no access"`` (the notebook was not granted the
+    secret) -- and never a value; nothing here prints or writes one.
+    """
+    if not in_colab():
+        return {}
+    from google.colab import userdata
+
+    status = {}
+    for name in names:
+        if os.environ.get(name):
+            status[name] = "already set"
+            continue
+        try:
+            value = userdata.get(name)
+        except Exception as err:  # noqa: BLE001 - SecretNotFoundError, NotebookAccessError, TimeoutException
+            status[name] = "no access" if "Access" in type(err).__name__ else "not found"
+            continue
+        if value:
+            os.environ[name] = value
+            status[name] = "loaded"
+        else:
+            status[name] = "not found"
+    return status
+
+
+def mount_drive_for(out_dir: str | os.PathLike | None) -> bool:
+    """On Colab, mount Google Drive when ``out_dir`` lies under ``/content/drive`` (e.g.
+    ``/content/drive/MyDrive/rewardedit``): models, checkpoints and verdicts then outlive the runtime, and a
+    later session resumes from them. Returns whether ``out_dir`` is on a mounted Drive."""
+    if out_dir is None or not str(out_dir).startswith(COLAB_DRIVE + "/"):
+        return False
+    if not in_colab():
+        raise RuntimeError(f"out_dir={str(out_dir)!r} is on Google Drive, which only Colab mounts; "
+                           f"choose a local folder here")
+    if not os.path.ismount(COLAB_DRIVE):
+        from google.colab import drive
+
+        drive.mount(COLAB_DRIVE)
+    return True
+
+
+def require_cuda(profile: str, device) -> None:
+    """Fail loudly when ``profile`` trains or samples Stable Diffusion and ``device`` is not a CUDA GPU.
+
+    Why: with ``device="auto"`` a Colab runtime without a GPU silently picks the CPU, and the sd15 notebooks
+    would then run for days instead of stopping with the fix."""
+    import torch
+
+    if profile in CUDA_PROFILES and torch.device(device).type != "cuda":
+        where = "On Colab: Runtime > Change runtime type > T4 GPU, then run the notebook again. " if in_colab() else ""
+        raise RuntimeError(f"profile {profile!r} runs Stable Diffusion 1.5 and needs a CUDA GPU, but the device is "
+                           f"{torch.device(device).type!r} (torch.cuda.is_available() = {torch.cuda.is_available()}). "
+                           f"{where}The toy profiles (toy-cpu, toy-gpu) run without one.")
+
+
+def setup_notebook(profile: str, device: str = "auto", out_dir: str | os.PathLike | None = None, *,
+                   gpu: bool = False, log: Callable[[str], None] = print):
+    """What every notebook's setup cell does: Colab secrets into the environment (names and status are
+    logged, never values), Drive mounted when ``out_dir`` is on it, the device chosen, and -- ``gpu=True``,
+    the notebooks that train or edit -- :func:`require_cuda`. Returns the torch device."""
+    status = load_colab_secrets()
+    if status:
+        log("Colab secrets: " + ", ".join(f"{k} {v}" for k, v in status.items()))
+    if mount_drive_for(out_dir):
+        log(f"out_dir on Google Drive: {out_dir}")
+    dev = detect_device(device)
+    if gpu:
+        require_cuda(profile, dev)
+    return dev
+
+
+def stale_modules() -> list[tuple[str, str, str]]:
+    """``(distribution, imported version, installed version)`` for every package this kernel has imported
+    whose files on disk are now another version -- what a ``pip install`` in a running kernel leaves behind.
+    Python keeps the imported version until the kernel restarts, so a non-empty list means: restart."""
+    from packaging.version import InvalidVersion, Version
+
+    import warnings
+
+    dists = md.packages_distributions()
+    out = []
+    for name, module in list(sys.modules.items()):
+        with warnings.catch_warnings():  # some packages deprecate reading their __version__
+            warnings.simplefilter("ignore")
+            loaded = getattr(module, "__version__", None) if "." not in name and module is not None else None
+        if not isinstance(loaded, str) or name not in dists:
+            continue
+        dist = dists[name][0]
+        try:
+            installed = md.version(dist)
+            same = Version(installed) == Version(loaded)
+        except (md.PackageNotFoundError, InvalidVersion):
+            continue
+        if not same:
+            out.append((dist, loaded, installed))
+    return sorted(set(out))
+
+
+def restart_advice(log: Callable[[str], None] = print) -> bool:
+    """Say plainly whether the runtime must restart after the install cell; returns whether it must."""
+    stale = stale_modules()
+    if stale:
+        log("RESTART NEEDED: this kernel imported " + ", ".join(f"{d} {a} (now {b} on disk)" for d, a, b in stale)
+            + ". Runtime > Restart session, then run the notebook from the top (the install is then a no-op).")
+    else:
+        log("Installed; no restart needed: no package this kernel had imported changed.")
+    return bool(stale)
