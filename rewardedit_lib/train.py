@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from . import models, runtime, text
+from . import memory, models, runtime, text
 from .formats import DataError, Loaded, Triplet, atomic_write_text, read_instructpix2pix
 from .pipeline import SAMPLER_ETA, RewardEditPipeline, random_pipeline
 from .precision import MasterWeights
@@ -67,6 +67,11 @@ MODEL_SUBDIR = "model"
 
 class TrainingError(RuntimeError):
     """A run cannot go on (bad config, non-finite loss, nothing to resume); the message says what to do."""
+
+
+class TimeLimitReached(TrainingError):
+    """:func:`ensure_trained` stopped a run at its time limit: the checkpoint is saved, and the same call
+    again resumes it. Raised, not returned, so a notebook never goes on to evaluate a half-trained model."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,13 +345,19 @@ class TrainingData:
     and the edited latent's mean and std (a fresh sample each step, as the uncached recipe draws one); in
     pixel space (toy) the images themselves. With ``cache=False`` the images are read and VAE-encoded per
     step (the reference recipe, for comparison).
+
+    ``store``: where the caches live -- the training device, or the CPU when they would not fit beside the
+    run (:func:`rewardedit_lib.memory.cache_device`: ~20K distinct instructions are 2.2 GiB); a micro-batch
+    then gathers its rows (about 1 MB) and copies them over. Not pinned: pinning gigabytes of a Colab host
+    would speed up a copy that already takes well under a millisecond.
     """
 
     def __init__(self, triplets: Sequence[Triplet], comp: Components, config: TrainConfig,
-                 device: torch.device, batch: int = 16):
+                 device: torch.device, batch: int = 16, store: torch.device | None = None):
         self.triplets = list(triplets)
         self.config = config
         self.device = device
+        self.store = store or device
         self.vae = comp.vae
         self.scaling = comp.vae.config.scaling_factor if comp.vae is not None else 1.0
         self.n = len(self.triplets)
@@ -355,30 +366,37 @@ class TrainingData:
         with torch.no_grad():
             instructions = sorted({t.instruction for t in self.triplets})
             self._instr_index = {s: i for i, s in enumerate(instructions)}
-            self.hidden = self._encode(comp, instructions, batch, pooled=False).to(dtype)
+            self.hidden = self._encode(comp, instructions, batch, pooled=False, dtype=dtype)
             self.null_hidden = text.encode_text(comp.tokenizer, comp.text_encoder, [""], device).hidden_states.to(dtype)
-            self.instr_idx = torch.tensor([self._instr_index[t.instruction] for t in self.triplets], device=device)
+            self.instr_idx = torch.tensor([self._instr_index[t.instruction] for t in self.triplets], device=self.store)
             self.scores = self.pooled = self.fb_idx = None
             if config.uses_rewards:
                 self.scores = torch.tensor([list(t.rewards.scores) for t in self.triplets], dtype=torch.float32,
                                            device=device)
                 feedbacks = sorted({t.rewards.text for t in self.triplets})
                 fb_index = {s: i for i, s in enumerate(feedbacks)}
-                self.pooled = self._encode(comp, feedbacks, batch, pooled=True).to(dtype)
-                self.fb_idx = torch.tensor([fb_index[t.rewards.text] for t in self.triplets], device=device)
+                self.pooled = self._encode(comp, feedbacks, batch, pooled=True, dtype=dtype)
+                self.fb_idx = torch.tensor([fb_index[t.rewards.text] for t in self.triplets], device=self.store)
             self.source = self.edited = None
             if config.cache:
-                self.source, self.edited = self._encode_images(range(self.n), batch)
+                self.source, self.edited = self._encode_images(range(self.n), batch, to=self.store)
             #: The size the UNet denoises (pixels for toy, VAE latents for sd15): the shape of the step's noise.
             self.latent_hw = tuple((self.source if self.source is not None
                                     else self._encode_images([0], 1)[0]).shape[-2:])
 
-    def _encode(self, comp: Components, texts: list[str], batch: int, pooled: bool) -> torch.Tensor:
+    def _encode(self, comp: Components, texts: list[str], batch: int, pooled: bool, dtype: torch.dtype) -> torch.Tensor:
         out = []
         for i in range(0, len(texts), batch):
             enc = text.encode_text(comp.tokenizer, comp.text_encoder, texts[i:i + batch], self.device)
-            out.append(enc.pooled if pooled else enc.hidden_states)
+            out.append((enc.pooled if pooled else enc.hidden_states).to(self.store, dtype))
         return torch.cat(out)
+
+    def text(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(instruction hidden states, pooled feedback or None) of a micro-batch, on the training device."""
+        i = indices.to(self.store)
+        hidden = self.hidden[self.instr_idx[i]].to(self.device, non_blocking=True)
+        pooled = self.pooled[self.fb_idx[i]].to(self.device, non_blocking=True) if self.pooled is not None else None
+        return hidden, pooled
 
     def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.triplets[index]
@@ -388,8 +406,10 @@ class TrainingData:
             raise DataError(t.id, "image", f"cannot read: {err}") from err
 
     @torch.no_grad()
-    def _encode_images(self, indices: Sequence[int], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(source, edited) for ``indices``: pixels, or (with a VAE) source mode and edited [mean | std]."""
+    def _encode_images(self, indices: Sequence[int], batch: int,
+                       to: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source, edited) for ``indices``: pixels, or (with a VAE) source mode and edited [mean | std];
+        each chunk moved ``to`` the cache's device as it is made."""
         src_all, ed_all = [], []
         indices = list(indices)
         for i in range(0, len(indices), batch):
@@ -403,8 +423,8 @@ class TrainingData:
                 ed = torch.cat([dist.mean, dist.std], dim=1)
                 if self.device.type == "cuda":
                     src, ed = src.half(), ed.half()
-            src_all.append(src)
-            ed_all.append(ed)
+            src_all.append(src.to(to or self.device))
+            ed_all.append(ed.to(to or self.device))
         return torch.cat(src_all), torch.cat(ed_all)
 
     def images(self, indices: torch.Tensor, eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -592,7 +612,7 @@ class Trainer:
             comp.vae.to(device)
         self.comp = comp
         self.noise_scheduler = DDPMScheduler.from_config(comp.scheduler.config)
-        self.data = TrainingData(triplets, comp, config, device)
+        self.data = TrainingData(triplets, comp, config, device, store=memory.cache_device(config, triplets, device))
         if self._parks_frozen:
             self._park_frozen()  # cached: the VAE and text encoder are needed again only for validation
         model = comp.model.train()
@@ -726,13 +746,13 @@ class Trainer:
         t = plan.timesteps.to(device)
         noise = noise.to(device)
         noisy = self.noise_scheduler.add_noise(target_latent, noise, t)
-        hidden = data.hidden[data.instr_idx[idx]]
+        hidden, pooled = data.text(plan.indices)
         hidden = torch.where(plan.drop_text.to(device)[:, None, None], data.null_hidden.expand_as(hidden), hidden)
         src = src * (~plan.drop_image.to(device))[:, None, None, None].to(src.dtype)
         kwargs: dict[str, Any] = {}
         if self.raw_model.reward is not None:
             kwargs["reward_scores"] = data.scores[idx]
-            kwargs["reward_text_embeds"] = data.pooled[data.fb_idx[idx]] if data.pooled is not None else None
+            kwargs["reward_text_embeds"] = pooled
             if self.config.reward_dropout > 0:
                 kwargs["reward_known"] = (~plan.drop_reward.to(device)).float()
         x = torch.cat([noisy, src], dim=1)
@@ -894,7 +914,8 @@ class Trainer:
             atomic_write_text(self.out_dir / "train_config.json", json.dumps(
                 {**config.to_json(), "data_dir": str(self.data_dir),
                  "rewards_path": str(self.rewards_path) if self.rewards_path else None,
-                 "num_processes": acc.num_processes, "examples": self.data.n}, indent=1))
+                 "num_processes": acc.num_processes, "examples": self.data.n,
+                 "cache_device": str(self.data.store)}, indent=1))
             _truncate_metrics(metrics_path, start)
         history = _read_metrics(metrics_path) if acc.is_main_process else []
         bar = None
@@ -1051,10 +1072,14 @@ def _run_record(config: TrainConfig, data_dir: str | Path, rewards_path: str | P
 
 def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Path,
                    rewards_path: str | Path | None = None, progress: bool = True,
-                   step_callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+                   step_callback: Callable[[int, dict], None] | None = None,
+                   time_limit_s: float | None = None) -> TrainResult:
     """Train, unless ``out_dir`` already holds this exact run: then return it (a finished run) or resume its
     latest checkpoint (an interrupted one). A folder holding a *different* run is an error, never overwritten.
-    What notebooks call, so re-running a course cell costs nothing and an interrupted course picks up."""
+    What notebooks call, so re-running a course cell costs nothing and an interrupted course picks up.
+
+    ``time_limit_s`` (a Colab session ends on the clock): train at most that long, then save and raise
+    :class:`TimeLimitReached`; with no time left (``<= 0``) an unfinished run raises before loading."""
     out = Path(out_dir)
     record = json.loads(json.dumps(_run_record(config, data_dir, rewards_path)))  # as run.json reads back (tuples: lists)
     marker = out / "run.json"
@@ -1073,4 +1098,13 @@ def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker, json.dumps(record, indent=1))
     resume = "latest" if list_checkpoints(out) else None
-    return train(config, data_dir, out, rewards_path, resume=resume, progress=progress, step_callback=step_callback)
+    again = "run the same cell again (same out_dir and settings) to resume from step"
+    if time_limit_s is not None and time_limit_s <= 0:
+        done = _read_json(out / "summary.json").get("steps", 0)
+        raise TimeLimitReached(f"{out}: no training time left (time_limit); {again} {done}")
+    result = train(config, data_dir, out, rewards_path, resume=resume, progress=progress, step_callback=step_callback,
+                   time_limit_s=time_limit_s)
+    if result.steps < config.max_steps:
+        raise TimeLimitReached(f"{out}: the time limit of {time_limit_s:.0f} s stopped training at step "
+                               f"{result.steps} of {config.max_steps}; the checkpoint is saved: {again} {result.steps}")
+    return result

@@ -413,3 +413,23 @@ def test_loss_lines_writes_a_line_every_n_steps_and_at_the_end():
     assert lines == ["multi-reward: step 100/250  loss 0.1000  (120 img/s)",
                      "multi-reward: step 200/250  loss 0.2000  (120 img/s)",
                      "multi-reward: step 250/250  loss 0.2500  (120 img/s)"]
+
+
+def test_ensure_trained_under_a_time_limit_saves_raises_and_resumes(data, tmp_path):
+    """Notebooks 04 and 06 pass their ``time_limit``: a stopped run raises (no later cell evaluates a
+    half-trained model), keeps its checkpoint, and the same call finishes it exactly."""
+    d, _ = data
+    cfg = tiny(stage=1, max_steps=3, checkpoint_every=0)
+    out = tmp_path / "run"
+    with pytest.raises(T.TimeLimitReached, match=r"step 1 of 3; the checkpoint is saved: run the same cell again"):
+        T.ensure_trained(cfg, d, out, progress=False, time_limit_s=0.001)
+    with pytest.raises(T.TimeLimitReached, match="no training time left.*resume from step 1"):
+        T.ensure_trained(cfg, d, out, progress=False, time_limit_s=0)
+    assert [c.name for c in T.list_checkpoints(out)] == ["checkpoint-000001"]
+    result = T.ensure_trained(cfg, d, out, progress=False, time_limit_s=None)
+    assert result.steps == 3 and result.resumed_from == 1
+    straight = T.train(cfg, d, tmp_path / "straight", progress=False)
+    a, b = weights(tmp_path / "straight" / "model"), weights(out / "model")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert T.ensure_trained(cfg, d, out, progress=False, time_limit_s=0).steps == 3  # finished: no time needed
+    assert straight.steps == 3
