@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import evaluate as E
-from . import train
+from . import runtime, train
 from .evaluate import markdown_table  # noqa: F401  (the notebook renders its table with it)
 from .formats import PERSPECTIVES, BenchItem
 
@@ -187,8 +187,8 @@ def train_config(profile: str, seed: int, stage1: str | Path, train_steps: int |
     from ``stage1``, ``train_steps`` if given, a validation grid every third of the run unless
     ``validate_every``. Every switch is this config with its two switches changed, so the two
     models notebook 04 trained are recognised as the same runs and reused."""
-    if profile == "sd15" and Path(stage1) == train.TOY_STAGE1:
-        raise ValueError("the sd15 profile needs stage1_dir: a stage-1 InstructPix2Pix folder")
+    if profile in runtime.CUDA_PROFILES and Path(stage1) == train.TOY_STAGE1:
+        raise ValueError(f"the {profile} profile needs stage1_dir: a stage-1 InstructPix2Pix folder")
     changes = {"max_steps": train_steps} if train_steps else {}
     base = train.preset(profile, stage=2, seed=seed, init=str(stage1), **changes)
     base.validate_every = validate_every or max(1, base.max_steps // 3)
@@ -203,13 +203,17 @@ def switch_config(base: train.TrainConfig, switch: Switch) -> train.TrainConfig:
 
 def train_switches(switches: Sequence[Switch], base: train.TrainConfig, data_dir: str | Path,
                    rewards_path: str | Path | None, models_dir: str | Path,
-                   progress: bool = False) -> dict[Switch, train.TrainResult]:
+                   progress: bool = False, time_limit_s: float | None = None) -> dict[Switch, train.TrainResult]:
     """Train each switch into ``models_dir/<name>`` -- or reuse it, when that folder already holds the same
-    run (notebook 04's baseline and multi-reward model). The baseline reads no rewards file, as in 04."""
+    run (notebook 04's baseline and multi-reward model). The baseline reads no rewards file, as in 04.
+    ``time_limit_s`` is shared by all the switches; when it runs out, :class:`train.TimeLimitReached` says
+    where, and the same call again resumes."""
     out = {}
+    budget = runtime.TimeBudget(time_limit_s)
     for s in switches:
         out[s] = train.ensure_trained(switch_config(base, s), data_dir, Path(models_dir) / s.name,
-                                      rewards_path if s.rewards != "none" else None, progress=progress)
+                                      rewards_path if s.rewards != "none" else None, progress=progress,
+                                      time_limit_s=budget.left())
     return out
 
 

@@ -14,6 +14,7 @@ import importlib.metadata as md
 import os
 import platform
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -80,6 +81,18 @@ def device_summary(device=None) -> str:
         what = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     where = "Colab" if in_colab() else platform.system()
     return f"device: {device.type} ({what}) | torch {torch.__version__} | Python {platform.python_version()} | {where}"
+
+
+class TimeBudget:
+    """One time limit shared by the runs of a notebook cell (notebook 04 trains two models, 06 up to ten
+    under one ``time_limit``): :meth:`left` is what the next run may still use, ``None`` without a limit."""
+
+    def __init__(self, limit_s: float | None):
+        self.limit_s = limit_s
+        self.started = time.monotonic()
+
+    def left(self) -> float | None:
+        return None if self.limit_s is None else max(0.0, self.limit_s - (time.monotonic() - self.started))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ the reward knob re-edits with the same noise, so changing a score (and only that
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import matplotlib
@@ -97,13 +98,32 @@ def test_every_switch_is_notebook_04s_recipe_with_only_its_switches_changed():
         assert (cfg.rewards, cfg.injection) == (s.rewards, s.injection)
         assert {k: v for k, v in json.loads(json.dumps(cfg.to_json())).items() if k not in ("rewards", "injection")} \
             == {k: v for k, v in as_json.items() if k not in ("rewards", "injection")}
-    with pytest.raises(ValueError, match="stage1_dir"):
-        A.train_config("sd15", 0, train.TOY_STAGE1)
+    for profile in ("sd15", "sd15-t4"):
+        with pytest.raises(ValueError, match=f"the {profile} profile needs stage1_dir"):
+            A.train_config(profile, 0, train.TOY_STAGE1)
+
+
+def test_train_switches_share_one_time_limit(monkeypatch, tmp_path):
+    """Notebook 06's time_limit covers all its trained models: each gets what the ones before it left."""
+    limits = []
+
+    def fake(cfg, data, out, rewards, progress=True, time_limit_s=None):
+        limits.append(time_limit_s)
+        time.sleep(0.2)
+        return Path(out)
+
+    monkeypatch.setattr(train, "ensure_trained", fake)
+    base = A.train_config("toy-cpu", 0, train.TOY_STAGE1, 8, 4)
+    A.train_switches(A.plan("small").trained, base, tmp_path / "d", tmp_path / "r.json", tmp_path / "m", time_limit_s=60)
+    assert 59.5 < limits[0] <= 60 and limits[0] - 0.5 < limits[1] <= limits[0] - 0.2
+    limits.clear()
+    A.train_switches(A.plan("small").trained, base, tmp_path / "d", tmp_path / "r.json", tmp_path / "m")
+    assert limits == [None, None]
 
 
 def test_train_switches_reuses_04s_folders_and_gives_the_baseline_no_rewards(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(train, "ensure_trained", lambda cfg, data, out, rewards, progress=True:
+    monkeypatch.setattr(train, "ensure_trained", lambda cfg, data, out, rewards, progress=True, time_limit_s=None:
                         calls.append((cfg.rewards, cfg.injection, Path(out).name, rewards)) or Path(out))
     base = A.train_config("toy-cpu", 0, train.TOY_STAGE1, 8, 4)
     got = A.train_switches(A.plan("small").trained, base, tmp_path / "data", tmp_path / "r.json", tmp_path / "models")
