@@ -17,7 +17,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 #: The packages the kit is built on (import name, distribution name). Checked by notebook 00.
 CORE_PACKAGES: tuple[tuple[str, str], ...] = (
@@ -220,13 +220,14 @@ def mount_drive_for(out_dir: str | os.PathLike | None) -> bool:
     later session resumes from them. Returns whether ``out_dir`` is on a mounted Drive."""
     if out_dir is None or not str(out_dir).startswith(COLAB_DRIVE + "/"):
         return False
+    if os.path.ismount(COLAB_DRIVE):  # mounted already (also what a course's papermill kernel sees)
+        return True
     if not in_colab():
         raise RuntimeError(f"out_dir={str(out_dir)!r} is on Google Drive, which only Colab mounts; "
                            f"choose a local folder here")
-    if not os.path.ismount(COLAB_DRIVE):
-        from google.colab import drive
+    from google.colab import drive
 
-        drive.mount(COLAB_DRIVE)
+    drive.mount(COLAB_DRIVE)
     return True
 
 
@@ -260,36 +261,33 @@ def setup_notebook(profile: str, device: str = "auto", out_dir: str | os.PathLik
     return dev
 
 
-def stale_modules() -> list[tuple[str, str, str]]:
-    """``(distribution, imported version, installed version)`` for every package this kernel has imported
-    whose files on disk are now another version -- what a ``pip install`` in a running kernel leaves behind.
-    Python keeps the imported version until the kernel restarts, so a non-empty list means: restart."""
-    from packaging.version import InvalidVersion, Version
-
-    import warnings
-
-    dists = md.packages_distributions()
-    out = []
-    for name, module in list(sys.modules.items()):
-        with warnings.catch_warnings():  # some packages deprecate reading their __version__
-            warnings.simplefilter("ignore")
-            loaded = getattr(module, "__version__", None) if "." not in name and module is not None else None
-        if not isinstance(loaded, str) or name not in dists:
-            continue
-        dist = dists[name][0]
-        try:
-            installed = md.version(dist)
-            same = Version(installed) == Version(loaded)
-        except (md.PackageNotFoundError, InvalidVersion):
-            continue
-        if not same:
-            out.append((dist, loaded, installed))
-    return sorted(set(out))
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution's version, by normalised name: what the install cell records before pip."""
+    return {_normal(d.metadata["Name"]): d.version for d in md.distributions() if d.metadata["Name"]}
 
 
-def restart_advice(log: Callable[[str], None] = print) -> bool:
+def _normal(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def stale_modules(before: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """``(distribution, version before, version now)`` for every distribution that changed since ``before``
+    (:func:`installed_versions` taken before a ``pip install``) and that this kernel has imported. Python
+    keeps the imported version until the kernel restarts, so a non-empty list means: restart. Comparing
+    the installed metadata, not ``__version__`` (which some packages spell differently), avoids false alarms."""
+    now = installed_versions()
+    before = {_normal(name): version for name, version in before.items() if isinstance(name, str)}
+    changed = {name: (old, now.get(name, "removed")) for name, old in before.items() if now.get(name) != old}
+    imported = {_normal(dist) for top, dists in md.packages_distributions().items()
+                if top in sys.modules for dist in dists}
+    return sorted((name, old, new) for name, (old, new) in changed.items() if name in imported)
+
+
+def restart_advice(before: Mapping[str, str], log: Callable[[str], None] = print) -> bool:
     """Say plainly whether the runtime must restart after the install cell; returns whether it must."""
-    stale = stale_modules()
+    stale = stale_modules(before)
     if stale:
         log("RESTART NEEDED: this kernel imported " + ", ".join(f"{d} {a} (now {b} on disk)" for d, a, b in stale)
             + ". Runtime > Restart session, then run the notebook from the top (the install is then a no-op).")

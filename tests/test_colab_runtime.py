@@ -98,10 +98,38 @@ def test_sd15_profiles_refuse_a_device_without_cuda(fake_colab, tmp_path):
 
 def test_restart_is_advised_when_an_imported_package_changed_on_disk(monkeypatch):
     messages: list[str] = []
-    assert runtime.restart_advice(log=messages.append) is False and "no restart needed" in messages[0]
-    stale = types.ModuleType("yaml")
-    stale.__version__ = "0.0.1"  # what the kernel imported; pyyaml on disk is newer
-    monkeypatch.setitem(sys.modules, "yaml", stale)
-    assert [(d.lower(), a) for d, a, _ in runtime.stale_modules()] == [("pyyaml", "0.0.1")]
-    assert runtime.restart_advice(log=messages.append) is True
-    assert messages[1].startswith("RESTART NEEDED") and "Runtime > Restart session" in messages[1]
+    before = runtime.installed_versions()
+    assert runtime.restart_advice(before, log=messages.append) is False and "no restart needed" in messages[0]
+    import yaml  # noqa: F401  (imported: pyyaml counts; a distribution nobody imported does not)
+
+    older = {**before, "PyYAML": "0.0.1", "a-package-nobody-imported": "1.0"}  # as the install cell spells them
+    del older["pyyaml"]
+    assert runtime.stale_modules(older) == [("pyyaml", "0.0.1", before["pyyaml"])]
+    assert runtime.restart_advice(older, log=messages.append) is True
+    assert messages[1].startswith("RESTART NEEDED: this kernel imported pyyaml 0.0.1")
+    import importlib.metadata
+
+    as_the_cell_records = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
+    assert runtime.stale_modules(as_the_cell_records) == []  # names spelled either way, nothing changed
+    assert "Runtime > Restart session" in messages[1]
+
+
+def test_the_install_cell_on_colab_shows_pips_report_and_the_restart_verdict(fake_colab, monkeypatch, capsys):
+    """Every notebook's install cell, run as Colab would (pip replaced): the pinned requirement, pip's whole
+    output, and the verdict on restarting."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="Successfully installed rewardedit-kit-0.1.0\n")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    for nb in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("0*.ipynb")):
+        exec("".join(json.loads(nb.read_text())["cells"][1]["source"]), {})
+        out = capsys.readouterr().out
+        assert "Successfully installed rewardedit-kit-0.1.0" in out and "no restart needed" in out, nb.name
+        assert calls[-1][-1].endswith("@ git+https://github.com/rewardedit/rewardedit-kit@v0.1.0"), nb.name
