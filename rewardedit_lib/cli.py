@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_knob)
 
     s = sub.add_parser("course", help="run the notebooks in order with papermill on a named profile")
-    s.add_argument("--profile", default="toy-cpu", help="toy-cpu (default), toy-gpu, sd15")
+    s.add_argument("--profile", default="toy-cpu", help="toy-cpu (default), toy-gpu, sd15, sd15-t4 (a 16 GB T4)")
     s.add_argument("--out", required=True, type=Path, help="folder for executed notebooks and summary.json")
     s.add_argument("--only", nargs="+", default=None, metavar="NB",
                    help="run only these notebooks (e.g. 00 02 or 02_dataset)")

@@ -12,6 +12,7 @@ failed one too) by writing ``report.html`` (:mod:`rewardedit_lib.report`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import time
@@ -107,18 +108,31 @@ class Profile:
     parameters: dict[str, Any]
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
+    required: list[str] = field(default_factory=list)  # parameters that must not be null where declared
+
+
+#: What to point a missing input at (the plan's report names it beside the parameter).
+INPUT_HINTS: dict[str, str] = {
+    "stage1_dir": "a stage-1 InstructPix2Pix folder: the authors' stage1_instruct_pix2pix "
+                  "(rewardedit_lib.hub.download_released('stage1', DIR)) or one `rewardedit train --stage 1` wrote",
+    "base_url": "the judge's OpenAI-compatible endpoint, e.g. --set base_url=https://api.openai.com/v1 "
+                "--set judge_model=gpt-4o (the key is read from OPENAI_API_KEY)",
+    "data_dir": "the training images in InstructPix2Pix folders (`rewardedit prepare` writes them)",
+    "rewards_path": "RewardEdit_20K.json (rewardedit_lib.hub.download_dataset)",
+    "bench_dir": "the Real-Edit benchmark (real_edit_instruct.json and its images)",
+}
 
 
 def load_profiles(path: str | Path = PROFILES_FILE) -> dict[str, Profile]:
     data = yaml.safe_load(Path(path).read_text()) or {}
     out = {}
     for name, spec in data.items():
-        unknown = set(spec) - {"description", "parameters", "notebooks", "inputs"}
+        unknown = set(spec) - {"description", "parameters", "notebooks", "inputs", "required"}
         if unknown:
             raise CourseError(f"{path}: profile {name!r} has unknown field(s) {sorted(unknown)}")
         out[name] = Profile(name, spec.get("description", "").strip(), dict(spec.get("parameters") or {}),
                             {k: dict(v or {}) for k, v in (spec.get("notebooks") or {}).items()},
-                            list(spec.get("inputs") or []))
+                            list(spec.get("inputs") or []), list(spec.get("required") or []))
     return out
 
 
@@ -200,7 +214,9 @@ class Plan:
 def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[str] | None = None,
                 overrides: Mapping[str, Any] | None = None, notebooks_dir: str | Path | None = None,
                 profiles_file: str | Path = PROFILES_FILE) -> Plan:
-    """Check everything that can be checked before running, and return the plan. Raises CourseError."""
+    """Check everything that can be checked before running, and return the plan. Raises CourseError; every
+    missing input (a required parameter left null, a file or folder that is not there) is reported at once,
+    so a GPU session is not spent finding them one notebook at a time."""
     prof = profile if isinstance(profile, Profile) else get_profile(profile, profiles_file)
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
     notebooks = list_notebooks(nb_dir)
@@ -239,6 +255,7 @@ def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[s
 
     out_dir = Path(out_dir).resolve()
     steps = []
+    missing: dict[str, tuple[str, list[str]]] = {}  # parameter -> (what is wrong, notebooks)
     for nb in selected:
         params = {k: v for k, v in common.items() if k in declared[nb.stem]}
         params.update(prof.notebooks.get(nb.stem, {}))
@@ -251,10 +268,17 @@ def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[s
                 continue
             p = Path(str(value)).expanduser()
             if not p.exists():
-                raise CourseError(f"parameter {name}={value!r} (notebook {nb.stem}, profile {prof.name!r}): "
-                                  f"no such file or folder; point it at your copy with --set {name}=PATH")
+                missing.setdefault(name, (f"{name}={value!r}: no such file or folder; point it at your copy with "
+                                          f"--set {name}=PATH", []))[1].append(nb.stem[:2])
             params[name] = str(p.resolve())
+        for name in prof.required:
+            if name in declared[nb.stem] and params.get(name) is None:
+                missing.setdefault(name, (f"{name} is not set: --set {name}=...", []))[1].append(nb.stem[:2])
         steps.append((nb, params))
+    if missing:
+        lines = [f"  - {what} (notebook {', '.join(nbs)}){'; ' + INPUT_HINTS[name] if name in INPUT_HINTS else ''}"
+                 for name, (what, nbs) in missing.items()]
+        raise CourseError(f"profile {prof.name!r}: {len(missing)} input(s) missing, nothing has run:\n" + "\n".join(lines))
     return Plan(prof, out_dir, steps, [nb.stem for nb in notebooks])
 
 
@@ -288,6 +312,9 @@ def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[st
 
     plan = plan_course(profile, out_dir, only=only, overrides=overrides, notebooks_dir=notebooks_dir,
                        profiles_file=profiles_file)
+    if kernel_name is None and importlib.util.find_spec("ipykernel") is None:
+        raise CourseError("the course runs its notebooks in a Jupyter kernel and ipykernel is not installed: "
+                          "pip install 'rewardedit-kit[lab]' (Colab and `make setup` have one)")
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     runs = [NotebookRun(nb.stem, "not run", parameters=params) for nb, params in plan.steps]
     summary = {"profile": plan.profile.name, "out_dir": str(plan.out_dir), "status": "running",

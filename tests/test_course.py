@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -52,12 +53,46 @@ def test_shipped_profiles_plan_cleanly(tmp_path):
     with pytest.raises(CourseError, match=r"data_dir=.*no such file or folder; point it at your copy"):
         course.plan_course("sd15", tmp_path / "sd15", notebooks_dir=NOTEBOOKS)
     # ... and plans once the inputs exist.
-    (tmp_path / "d").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "r.json").write_text("{}")
-    plan = course.plan_course("sd15", tmp_path / "sd15", notebooks_dir=NOTEBOOKS, overrides={
-        "data_dir": str(tmp_path / "d"), "rewards_path": str(tmp_path / "r.json"), "bench_dir": str(tmp_path / "b")})
-    params = dict((nb.stem, p) for nb, p in plan.steps)
-    assert params["04_training"]["rewards_path"] == str((tmp_path / "r.json").resolve())
-    assert params["04_training"]["image_size"] == 256
+    (tmp_path / "d").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "s1").mkdir(), (tmp_path / "r.json").write_text("{}")
+    for name in ("sd15", "sd15-t4"):
+        plan = course.plan_course(name, tmp_path / name, notebooks_dir=NOTEBOOKS, overrides={
+            "data_dir": str(tmp_path / "d"), "rewards_path": str(tmp_path / "r.json"), "bench_dir": str(tmp_path / "b"),
+            "stage1_dir": str(tmp_path / "s1"), "base_url": "http://127.0.0.1:9/v1", "time_limit": 3600})
+        params = dict((nb.stem, p) for nb, p in plan.steps)
+        assert params["04_training"]["rewards_path"] == str((tmp_path / "r.json").resolve())
+        assert params["04_training"]["image_size"] == 256 and params["04_training"]["profile"] == name
+        assert params["06_ablations"]["stage1_dir"] == str((tmp_path / "s1").resolve())
+        assert params["04_training"]["time_limit"] == params["06_ablations"]["time_limit"] == 3600
+
+
+def test_a_missing_kernel_names_the_lab_extra(tmp_path, monkeypatch):
+    """ipykernel is the [lab] extra (Colab brings its own): without it the runner says what to install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipykernel" else real(name, *a))
+    with pytest.raises(CourseError, match=r"pip install 'rewardedit-kit\[lab\]'"):
+        course.run_course("toy-cpu", tmp_path / "run", notebooks_dir=NOTEBOOKS, log=lambda s: None)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("profile", ["sd15", "sd15-t4"])
+def test_the_sd15_profiles_report_every_missing_input_at_once(tmp_path, profile):
+    """Stage-1 folder, judge endpoint, data: all named in one error, before notebook 00 runs."""
+    with pytest.raises(CourseError) as err:
+        course.run_course(profile, tmp_path / "run", notebooks_dir=NOTEBOOKS, log=lambda s: None)
+    text = str(err.value)
+    assert "5 input(s) missing, nothing has run" in text
+    for name in ("data_dir", "rewards_path", "bench_dir", "stage1_dir"):
+        assert re.search(rf"- {name}='data/.*': no such file or folder; point it at your copy with --set {name}=PATH", text)
+    assert re.search(r"- base_url is not set: --set base_url=\.\.\. \(notebook 01, 05, 06\); the judge's", text)
+    assert "stage1_dir='data/stage1_instruct_pix2pix': no such file or folder; point it at your copy with --set " \
+           "stage1_dir=PATH (notebook 04, 06); a stage-1 InstructPix2Pix folder" in text
+    assert not (tmp_path / "run").exists()
+    # --only 02: only what notebook 02 reads
+    with pytest.raises(CourseError) as err:
+        course.plan_course(profile, tmp_path / "run", only=["02"], notebooks_dir=NOTEBOOKS)
+    assert "2 input(s) missing" in str(err.value) and "stage1_dir" not in str(err.value)
 
 
 def test_every_notebook_parameters_cell_is_readable_by_papermill():

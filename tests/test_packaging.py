@@ -97,3 +97,26 @@ def test_every_notebook_opens_with_title_colab_cell_and_parameters():
         assert '"google.colab" in sys.modules' in install and "pip" in install, nb_path.name
         assert "parameters" in cells[2]["metadata"].get("tags", []), nb_path.name
         assert "runtime.device_summary" in "".join(cells[3]["source"]), nb_path.name
+
+
+def test_notebooks_open_on_colab_with_a_pinned_install_and_the_right_runtime():
+    """A badge and a runtime note in the first cell; a GPU runtime in the metadata of the notebooks that train
+    or edit (04-06); the install cell pins the kit to this version's tag, shows pip's output (no -q) and says
+    whether a restart is needed; the setup cell maps Colab secrets and checks the GPU through the library."""
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for nb_path in sorted((REPO / "notebooks").glob("0*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        cells, gpu = nb["cells"], nb_path.name[:2] in ("04", "05", "06")
+        first = "".join(cells[0]["source"])
+        assert ("https://colab.research.google.com/github/rewardedit/rewardedit-kit/blob/main/notebooks/"
+                f"{nb_path.name})") in first and "colab-badge.svg" in first, nb_path.name
+        assert ("Runtime > Change runtime type > T4 GPU" in first) == gpu, nb_path.name
+        assert (nb["metadata"].get("accelerator"), nb["metadata"].get("colab", {}).get("gpuType")) == \
+            (("GPU", "T4") if gpu else (None, None)), nb_path.name
+        install = "".join(cells[1]["source"])
+        assert f'KIT_REF = "v{version}"' in install and "@{KIT_REF}" in install, nb_path.name
+        assert '"-q"' not in install and "runtime.restart_advice(before)" in install, nb_path.name
+        assert ("[t4] @ git+" in install) == (nb_path.name[:2] in ("04", "06")), nb_path.name
+        assert len(install.splitlines()) <= 12
+        setup = "".join(cells[3]["source"])
+        assert f"runtime.setup_notebook(profile, device, out_dir{', gpu=True' if gpu else ''})" in setup, nb_path.name
