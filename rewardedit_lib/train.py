@@ -191,11 +191,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 2 CPU cores, minutes: stage 2 fine-tunes the committed toy stage-1 model (TOY-PROBE: the paper's
     # two-stage recipe is what makes the effect visible in a course-sized budget). The course trains it on
     # 3,000 triplets at flaw rates 0.5 (course.COURSE_N_TRAIN / COURSE_FLAW_RATES): 600 steps at batch 32 are
-    # 6.4 epochs, about 160 s per model. Measured (RESULTS.md, 2026-12-03): 300 steps on the old 700
-    # triplets at 0.2 gave a flat reward knob; 600 steps on 3,000 at 0.5 a following knob of +16 to +26
-    # points; 1,200 steps follow better still but cost the course 7 more minutes and preserving's knob.
-    # lr 3e-4 keeps more of stage 1's skill than 1e-3; the new reward modules learn at 10x that
-    # (reward_lr_scale; 3x and 10x measured alike on the old recipe, 30x hurt quality).
+    # 6.4 epochs, about 150-160 s per model. Measured (RESULTS.md, 2026-12-03): 300 steps on the old 700
+    # triplets at 0.2 gave a flat reward knob; 600 steps on 3,000 at 0.5 a following knob of +16 to +33
+    # points on seeds 0-2; 1,200 steps follow better still but cost the course 7 more minutes and preserving's
+    # knob. lr 3e-4 keeps more of stage 1's skill than 1e-3; the new reward modules learn at 10x that
+    # (reward_lr_scale): at 1x the model barely hears its rewards, 3x preserved worse than 10x on seeds 1 and
+    # 2, and 30x preserved worse on seed 0.
     "toy-cpu": dict(model="toy", max_steps=600, batch_size=32, lr=3e-4, lr_schedule="constant_with_warmup",
                     warmup_steps=20, ema_decay=0.999, zero_init_rewards=True, reward_lr_scale=10.0, checkpoint_every=100,
                     log_every=10, validation_steps=10),
