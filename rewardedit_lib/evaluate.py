@@ -241,7 +241,7 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
     options = paper.client_options_for(protocol, {"concurrency": concurrency, **(client_options or {})})
     local = base_url is None and options.get("azure_api_version") is None
     if local and protocol == "paper":
-        paper.choose_protocol("paper", "", None, None)  # raises: names --base-url
+        raise paper.paper_needs_endpoint()
     requests = paper.evaluation_requests(protocol, items, edits)
     model = paper.judge_model_for(protocol, judge_model, local)
     if model is None:

@@ -306,6 +306,14 @@ def is_toy_bench(bench_dir: str | Path) -> bool:
         return False
 
 
+def paper_needs_endpoint() -> ValueError:
+    """The refusal of ``paper`` without a judge endpoint (the local toy judge answers only the kit's questions),
+    naming the option; :func:`choose_protocol` and :func:`~rewardedit_lib.evaluate.judge_edits` raise it."""
+    return ValueError("the paper protocol asks a real judge (GPT-4o) the released questions; give its "
+                      "endpoint with --base-url (base_url=) and the model with --judge-model "
+                      f"(default {PAPER_JUDGE_MODEL}); the local toy judge answers only --protocol kit")
+
+
 def choose_protocol(protocol: str | None, model_kind: str, base_url: str | None, bench_dir: str | Path | None,
                     azure: bool = False, judge_model: str | None = None) -> str:
     """The protocol to judge with, or a ``ValueError`` naming the option that is missing.
@@ -324,9 +332,7 @@ def choose_protocol(protocol: str | None, model_kind: str, base_url: str | None,
     local = base_url is None and not azure
     if local:
         if protocol == "paper":
-            raise ValueError("the paper protocol asks a real judge (GPT-4o) the released questions; give its "
-                             "endpoint with --base-url (base_url=) and the model with --judge-model "
-                             f"(default {PAPER_JUDGE_MODEL}); the local toy judge answers only --protocol kit")
+            raise paper_needs_endpoint()
         if bench_dir is not None and not is_toy_bench(bench_dir):
             raise ValueError(f"{bench_dir} is not a toy-world benchmark, and without --base-url (base_url=) the "
                              f"judge is the local toy judge, which only judges toy drawings; give a real judge's "
@@ -397,5 +403,5 @@ def judge_record(judge: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = ["ANSWER_KEYS", "DEFAULT_PROTOCOL", "PAPER_CLIENT_DEFAULTS", "PAPER_JUDGE_MODEL", "PAPER_PROMPT_VERSION",
            "PROTOCOLS", "PaperRequest", "SYSTEM_PROMPTS", "build_paper_messages", "choose_protocol", "client_options_for",
            "evaluation_requests", "identify_paper", "is_toy_bench", "judge_arguments", "judge_model_for", "judge_record",
-           "parse_paper_answer",
+           "paper_needs_endpoint", "parse_paper_answer",
            "prepare_images", "user_text"]
