@@ -41,7 +41,7 @@ from .formats import (EDIT_TYPES, PERFECT_FEEDBACK, PERSPECTIVES, BenchItem, Dat
 from .judge.client import AnswerCache, JudgeClient, judge_many, run_sync
 from .judge.paper_protocol import judge_arguments
 from .judge.server import DEFAULT_MODEL as TOY_JUDGE_MODEL
-from .pipeline import DEFAULT_REWARD_TEXT, LOW_REWARD_TEXT, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
+from .pipeline import DEFAULT_REWARD_TEXT, LOW_REWARD_TEXT, LOW_SCORES, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
 
 #: The paper's Table 1 (Real-Edit, GPT-4o judge), as reported: printed beside the toy results for
 #: reference, never mixed with them. Following is a yes-rate (%), preserving and quality mean scores (0-5).
@@ -49,6 +49,10 @@ PAPER_TABLE1: dict[str, dict[str, float]] = {
     "InsPix2Pix": {"following_yes_rate": 47.7, "preserving_score": 4.21, "quality_score": 4.33},
     "Reward-InsPix2Pix": {"following_yes_rate": 57.1, "preserving_score": 4.50, "quality_score": 4.41},
 }
+
+
+#: What reward guidance contrasts the requested rewards with (:class:`EditSettings`).
+GUIDANCE_CONTRASTS: tuple[str, ...] = ("low", "unknown")
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,17 @@ class EditSettings:
     reward_scores: tuple[float, float, float] | None = PERFECT_SCORES
     reward_text: str | None = DEFAULT_REWARD_TEXT
     reward_guidance_scale: float = 0.0
+    #: what reward guidance pushes away from: "low" rewards, or rewards "unknown" (a model trained with
+    #: reward dropout; see :mod:`~rewardedit_lib.pipeline`)
+    reward_guidance_contrast: str = "low"
     eta: float = 0.0  # fresh noise per DDIM step (1 = ancestral); schedulers without the parameter ignore it
     resolution: int | None = None  # None: the pipeline's default (512 for sd15, the image's size for toy)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reward_guidance_contrast not in GUIDANCE_CONTRASTS:
+            raise ValueError(f"reward_guidance_contrast={self.reward_guidance_contrast!r}: expected one of "
+                             f"{', '.join(GUIDANCE_CONTRASTS)}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -156,7 +168,7 @@ def edit_benchmark(pipe: RewardEditPipeline, items: Sequence[BenchItem], out_dir
 def _call_key(settings: EditSettings) -> tuple:
     """What one pipeline call must share; everything else (scores, feedback text, seed) can vary per row."""
     return (settings.num_inference_steps, settings.guidance_scale, settings.image_guidance_scale,
-            settings.reward_guidance_scale, settings.eta, settings.resolution, settings.reward_scores is None)
+            settings.reward_guidance_scale, settings.reward_guidance_contrast, settings.eta, settings.resolution, settings.reward_scores is None)
 
 
 def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
@@ -206,7 +218,9 @@ def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
                                     for s, _, _ in batch] if known else None,
                        num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
                        image_guidance_scale=first.image_guidance_scale,
-                       reward_guidance_scale=first.reward_guidance_scale, eta=first.eta, resolution=first.resolution,
+                       reward_guidance_scale=first.reward_guidance_scale,
+                       low_reward_scores=None if first.reward_guidance_contrast == "unknown" else LOW_SCORES,
+                       eta=first.eta, resolution=first.resolution,
                        generator=gens, output_type="pil").images
             for (_, _, path), img in zip(batch, out):
                 img.save(path)

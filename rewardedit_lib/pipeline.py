@@ -15,8 +15,11 @@ UNet call now also carries rewards. What the paper does at inference (and what t
   "; ") -- not the reference code's ``"None; None; None"``, a text the model never saw in training.
 
 Beyond the paper, optional **reward guidance** (``reward_guidance_scale`` > 0; default 0 = off): one more
-branch, *full* with low rewards (scores (0, 0, 0) and a feedback text naming failures), and the term
-``+ s * (eps(full) - eps(full, low rewards))`` pushes the sample away from what a bad edit looks like.
+branch, *full* with contrast rewards, and the term ``+ s * (eps(full) - eps(full, contrast))`` pushes the
+sample away from the contrast. Two contrasts: low rewards (scores (0, 0, 0) and a feedback text naming
+failures: what a bad edit looks like, scores the toy data never has for preserving and quality), or rewards
+*unknown* (``low_reward_scores=None``; for a model trained with reward dropout: the average edit of the
+training data, flaws included -- the classifier-free guidance of the rewards themselves).
 
 Two configs, one pipeline: ``sd15`` denoises VAE latents (64 x 64 for a 512 px image); ``toy`` has no VAE
 and denoises pixels directly (the "latents" are the image in [-1, 1], the source image is concatenated as
@@ -334,7 +337,12 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
             feedback = self.inference_reward_text if reward_text is None else reward_text
             scores, texts = self.encode_rewards(reward_scores, feedback, batch, device)
             if any(b.rewards == "low" for b in branches):
-                low_scores, low_texts = self.encode_rewards(low_reward_scores, low_reward_text, batch, device)
+                if low_reward_scores is None:  # the contrast is "rewards unknown": its rows are masked out
+                    low_scores, low_texts = scores, texts
+                    known = torch.cat([torch.full((batch * n,), float(b.rewards != "low"), device=device)
+                                       for b in branches])
+                else:
+                    low_scores, low_texts = self.encode_rewards(low_reward_scores, low_reward_text, batch, device)
 
         parts: dict[str, list[torch.Tensor]] = {"p": [], "i": [], "s": [], "t": []}
         for b in branches:
@@ -388,8 +396,8 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
 
         ``reward_scores``: three scores (following, preserving, quality), or one triple per prompt; floats
         are allowed; ``None`` = rewards unknown (meaningful for a model trained with reward dropout). ``reward_text``: the feedback text (default:
-        :attr:`inference_reward_text`), one string or one per prompt. ``reward_guidance_scale`` > 0 adds the low-reward branch
-        (``low_reward_scores`` / ``low_reward_text``). ``resolution``: edit size (InstructPix2Pix's rule,
+        :attr:`inference_reward_text`), one string or one per prompt. ``reward_guidance_scale`` > 0 adds the contrast branch:
+        ``low_reward_scores`` / ``low_reward_text``, or rewards unknown where ``low_reward_scores`` is ``None``. ``resolution``: edit size (InstructPix2Pix's rule,
         longer side about this many pixels); ``None`` = the pipeline's default (512 for sd15, the image's own
         size for toy); ``height`` / ``width`` set it exactly. ``output_type``: "pil", "np", "pt" or "latent".
         The same ``generator`` gives the same images.

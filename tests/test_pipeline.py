@@ -131,9 +131,10 @@ def test_rewards_change_a_reward_model_but_not_a_stage1_model(pipe, example):
         assert np.array_equal(base, edit(stage1, example, reward_guidance_scale=3.0))
 
 
-@pytest.mark.parametrize("reward_guidance", [0.0, 2.0])
-def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe, example, reward_guidance):
-    """The noise the scheduler gets equals the formula applied to separate, independently built UNet calls."""
+@pytest.mark.parametrize("reward_guidance,contrast", [(0.0, "low"), (2.0, "low"), (2.0, "unknown")])
+def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe, example, reward_guidance, contrast):
+    """The noise the scheduler gets equals the formula applied to separate, independently built UNet calls.
+    Reward guidance against unknown rewards contrasts with the stage-1 UNet's own prediction (no reward added)."""
     prompt, image = example
     seen = []
     step = pipe.scheduler.step
@@ -145,7 +146,8 @@ def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe,
     pipe.scheduler.step = spy_step
     try:
         pipe(prompt, image, num_inference_steps=2, guidance_scale=5.0, image_guidance_scale=1.8,
-             reward_guidance_scale=reward_guidance, reward_scores=(3, 4, 5), generator=torch.Generator().manual_seed(0))
+             reward_guidance_scale=reward_guidance, reward_scores=(3, 4, 5), generator=torch.Generator().manual_seed(0),
+             **({"low_reward_scores": None} if contrast == "unknown" else {}))
     finally:
         del pipe.scheduler.step
     used, t, sample = seen[0]
@@ -167,8 +169,15 @@ def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe,
     image_only = eps(empty, source, [3, 4, 5], perfect)
     uncond = eps(empty, torch.zeros_like(source), [3, 4, 5], perfect)
     expected = uncond + 5.0 * (full - image_only) + 1.8 * (image_only - uncond)
-    if reward_guidance:
+    if reward_guidance and contrast == "low":
         expected = expected + reward_guidance * (full - eps(instr, source, [0, 0, 0], LOW_REWARD_TEXT))
+    elif reward_guidance:
+        with torch.no_grad():
+            unknown = pipe.reward_unet(torch.cat([x, source], 1), t, instr, reward_scores=torch.tensor([[0.0, 1, 2]]),
+                                       reward_text_embeds=pooled(pipe, ["anything"]),
+                                       reward_known=torch.zeros(1)).sample  # the reward modules add nothing
+        assert not torch.allclose(unknown, full)
+        expected = expected + reward_guidance * (full - unknown)
     assert torch.allclose(used, expected, atol=1e-4, rtol=1e-4), (used - expected).abs().max()
 
 
