@@ -17,13 +17,17 @@ Sources, all optional (whatever is missing is shown as missing, never guessed)::
 No secrets: papermill parameters are not shown, and the page is scrubbed of anything that looks like a
 key (``sk-...``, ``hf_...``, bearer tokens) and of the values of credential-like environment variables.
 
+The markup is a jinja2 template, ``templates/report.html`` with its sections in ``templates/report_macros.html``,
+rendered with autoescape on: everything a run recorded (instructions, judge reasons, model and file names,
+errors) is data the template escapes; the Python side only gathers and formats numbers, and marks nothing safe.
+
 Build it standalone with ``rewardedit report --out runs/toy-cpu``; the course runner builds it at the end of
 every run, a failed one included.
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import json
 import os
 import re
@@ -31,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+import jinja2
 
 from .formats import PERSPECTIVES, atomic_write_text
 
@@ -142,7 +148,8 @@ def collect(out_dir: str | Path, notebooks: Iterable[str] = ()) -> tuple[dict[st
 
 
 # --------------------------------------------------------------------------------------------------
-# Rendering
+# Rendering: the markup is in templates/report.html and templates/report_macros.html (jinja2, autoescaped);
+# the functions below only gather and format the numbers, which the templates escape like any other data.
 # --------------------------------------------------------------------------------------------------
 def redact(text: str, extra: Sequence[str] = ()) -> str:
     """``text`` without anything that looks like a credential, nor the values of credential-like
@@ -155,14 +162,24 @@ def redact(text: str, extra: Sequence[str] = ()) -> str:
     return text
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
+@functools.lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    """The report's templates, autoescaped (``default=True``: a template of any name escapes what it prints).
+    StrictUndefined: a name the Python side forgot to pass is an error, not an empty cell."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("rewardedit_lib", "templates"),
+                              autoescape=jinja2.select_autoescape(("html",), default=True),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _macro(name: str, *args: Any) -> str:
+    """One macro of ``report_macros.html`` rendered to a plain ``str`` (not ``Markup``: a caller adding text to
+    it gets plain string concatenation, as before)."""
+    return str(getattr(_templates().get_template("report_macros.html").module, name)(*args))
 
 
 def html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """A table; every header and cell is escaped."""
+    return _macro("table", list(columns), [list(r) for r in rows], cls)
 
 
 def _fmt(v: Any, digits: int) -> str:
@@ -173,41 +190,35 @@ _METRIC_COLUMNS = [(f"{p}_{k}", f"{p} {'yes %' if k == 'yes_rate' else 'score'}"
                    for p in PERSPECTIVES for k in ("yes_rate", "score")]
 
 
-def headline_section(results: Mapping[str, Any]) -> str:
-    """05's recorded headline (one row per model), paired comparison and per-type table."""
+def _headline_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
     head = results.get("headline")
     if not head:
-        return "<p class='missing'>Notebook 05 recorded no headline results (not run, or it failed).</p>"
-    rows = [[name] + [_fmt(m.get(k), d) for k, _, d in _METRIC_COLUMNS] for name, m in head.items()]
-    parts = [f"<p>{_e(results.get('bench_edits', '?'))} edits of {_e(results.get('bench_images', '?'))} benchmark "
-             f"images, judged by {_e(results.get('judge', '?'))}: yes-rate (%) and mean score (0-5) per "
-             f"perspective.</p>", html_table(["model"] + [t for _, t, _ in _METRIC_COLUMNS], rows, "num")]
+        return None
+    names = list(head)
+    view: dict[str, Any] = {
+        "edits": results.get("bench_edits", "?"), "images": results.get("bench_images", "?"),
+        "judge": results.get("judge", "?"), "columns": ["model"] + [t for _, t, _ in _METRIC_COLUMNS],
+        "rows": [[name] + [_fmt(m.get(k), d) for k, _, d in _METRIC_COLUMNS] for name, m in head.items()],
+        "diff": None, "paired": None, "paper": None}
     diffs = results.get("paired_difference")
     if diffs:
-        names = list(head)
-        who = f"{names[-1]} - {names[0]}" if len(names) == 2 else "A - B"
-        parts.append(f"<p>The difference, edit by edit ({_e(who)}), with its paired-bootstrap 95% interval: an "
-                     f"interval that contains 0 is no measured difference.</p>")
-        parts.append(html_table(["perspective", "edits", "yes-rate difference (points) [95% CI]",
-                                 "score difference [95% CI]"],
-                                [[p, d.get("n", "-"), _diff(d.get("yes_diff"), d.get("yes_diff_ci"), 1),
-                                  _diff(d.get("score_diff"), d.get("score_diff_ci"), 2)] for p, d in diffs.items()],
-                                "num"))
+        view["diff"] = {"who": f"{names[-1]} - {names[0]}" if len(names) == 2 else "A - B",
+                        "rows": [[p, d.get("n", "-"), _diff(d.get("yes_diff"), d.get("yes_diff_ci"), 1),
+                                  _diff(d.get("score_diff"), d.get("score_diff_ci"), 2)] for p, d in diffs.items()]}
     paired = results.get("paired")
     if paired:
-        names = list(head)
-        who = f"{names[-1]} vs {names[0]}" if len(names) == 2 else "paired"
-        parts.append(f"<p>Item by item ({_e(who)}): the judge's score higher / equal / lower.</p>")
-        parts.append(html_table(["perspective", "win", "tie", "loss"],
-                                [[p, c.get("win"), c.get("tie"), c.get("loss")] for p, c in paired.items()], "num"))
+        view["paired"] = {"who": f"{names[-1]} vs {names[0]}" if len(names) == 2 else "paired",
+                          "rows": [[p, c.get("win"), c.get("tie"), c.get("loss")] for p, c in paired.items()]}
     paper = _paper_table()
     if paper:
-        parts.append("<p class='note'>For reference only, the paper's Table 1 (real Real-Edit, GPT-4o, SD 1.5 "
-                     "models) -- reported there, not measured here:</p>")
-        parts.append(html_table(["model", "following yes %", "preserving score", "quality score"],
-                                [[m, r["following_yes_rate"], r["preserving_score"], r["quality_score"]]
-                                 for m, r in paper.items()], "num"))
-    return "\n".join(parts)
+        view["paper"] = [[m, r["following_yes_rate"], r["preserving_score"], r["quality_score"]]
+                         for m, r in paper.items()]
+    return view
+
+
+def headline_section(results: Mapping[str, Any]) -> str:
+    """05's recorded headline (one row per model), paired comparison and per-type table."""
+    return _macro("headline", _headline_view(results))
 
 
 def _diff(value: Any, ci: Any, digits: int) -> str:
@@ -219,24 +230,21 @@ def _diff(value: Any, ci: Any, digits: int) -> str:
     return f"{value:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
 
 
-def knob_section(results: Mapping[str, Any]) -> str:
-    """06's recorded reward knob (``evaluate.KnobReport.to_json()``): its table and verdict, as recorded."""
+def _knob_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
     knob = results.get("knob")
     table = knob.get("table") if isinstance(knob, Mapping) else None
     if not table or "columns" not in table:
-        return "<p class='missing'>Notebook 06 recorded no reward knob (not run, or it failed).</p>"
+        return None
     settings = knob.get("edit_settings", {})
     low = knob.get("low", "?")
-    parts = [f"<p>The multi-reward model edits the {_e(knob.get('n', '?'))} benchmark edits asking for "
-             f"{_e(f'{low:g}' if isinstance(low, (int, float)) else low)} instead of 5 in one perspective (the "
-             f"other two at 5), and at (5, 5, 5); {_e(settings.get('num_inference_steps', '?'))} denoising steps, "
-             f"seed {_e(settings.get('seed', '?'))}. The knob is the judge's yes-rate in that perspective at 5 "
-             f"minus at the low score, edit by edit, with its paired-bootstrap 95% interval. A knob near 0 means "
-             f"the model does not hear that reward: no difference from the baseline there can come from the "
-             f"rewards.</p>", html_table(table["columns"], table["rows"], "num")]
-    if knob.get("verdict"):
-        parts.append(f"<p><b>{_e(knob['verdict'])}</b></p>")
-    return "\n".join(parts)
+    return {"n": knob.get("n", "?"), "low": f"{low:g}" if isinstance(low, (int, float)) else low,
+            "steps": settings.get("num_inference_steps", "?"), "seed": settings.get("seed", "?"),
+            "columns": table["columns"], "rows": table["rows"], "verdict": knob.get("verdict")}
+
+
+def knob_section(results: Mapping[str, Any]) -> str:
+    """06's recorded reward knob (``evaluate.KnobReport.to_json()``): its table and verdict, as recorded."""
+    return _macro("knob", _knob_view(results))
 
 
 def _paper_table() -> dict[str, dict[str, float]]:
@@ -247,11 +255,10 @@ def _paper_table() -> dict[str, dict[str, float]]:
     return PAPER_TABLE1
 
 
-def by_type_section(results: Mapping[str, Any]) -> str:
-    """05's recorded per-edit-type numbers: one row per (edit type, model)."""
+def _by_type_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
     by_type = results.get("by_type")
     if not by_type:
-        return "<p class='missing'>No per-type results recorded.</p>"
+        return None
     types: list[str] = []
     for per_model in by_type.values():
         types += [t for t in per_model if t not in types]
@@ -261,51 +268,45 @@ def by_type_section(results: Mapping[str, Any]) -> str:
             m = per_model.get(t)
             if m is not None:
                 rows.append([t, model, m.get("n", "-")] + [_fmt(m.get(k), d) for k, _, d in _METRIC_COLUMNS])
-    return html_table(["edit type", "model", "edits"] + [t for _, t, _ in _METRIC_COLUMNS], rows, "num")
+    return {"columns": ["edit type", "model", "edits"] + [t for _, t, _ in _METRIC_COLUMNS], "rows": rows}
+
+
+def by_type_section(results: Mapping[str, Any]) -> str:
+    """05's recorded per-edit-type numbers: one row per (edit type, model)."""
+    return _macro("by_type", _by_type_view(results))
+
+
+def _ablation_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    table = results.get("table")
+    if not table or "columns" not in table:
+        return None
+    return {"grid": results.get("grid", "?"), "columns": table["columns"], "rows": table["rows"]}
 
 
 def ablation_section(results: Mapping[str, Any]) -> str:
     """06's recorded ablation table (``{"columns", "rows"}``), as recorded."""
-    table = results.get("table")
-    if not table or "columns" not in table:
-        return "<p class='missing'>Notebook 06 recorded no ablation table (not run, or it failed).</p>"
-    note = (f"<p>Grid <b>{_e(results.get('grid', '?'))}</b>. A row marked <i>not run</i> was not measured in this "
-            f"run and carries no number.</p>")
-    return note + html_table(table["columns"], table["rows"], "num")
+    return _macro("ablation", _ablation_view(results))
 
 
-def probe_section(results: Mapping[str, Any]) -> str:
-    """04's recorded loss probes: mean loss per reward condition and noise level, one row per (model, condition)."""
-    parts = []
+def _probe_views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    views = []
     for key, what in (("loss_probe", "training triplets"), ("loss_probe_heldout_perfect", "held-out perfect edits")):
         probes = results.get(key)
         if not probes:
             continue
         first = next(iter(probes.values()))
         edges = first.get("edges", [])
-        bins = [f"t {a}-{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
-        rows = [[model, cond, _fmt(p.get("overall", {}).get(cond), 5)] + [_fmt(v, 5) for v in losses]
-                for model, p in probes.items() for cond, losses in p.get("losses", {}).items()]
-        parts.append(f"<p>Loss on {_e(first.get('n', '?'))} {what} (the same timesteps and noise in every row; "
-                     f"lower is better).</p>")
-        parts.append(html_table(["model", "rewards given", "all", *bins], rows, "num"))
-    return "\n".join(parts) or "<p class='missing'>Notebook 04 recorded no loss probe (not run, or it failed).</p>"
+        views.append({
+            "n": first.get("n", "?"), "what": what,
+            "bins": [f"t {a}-{b - 1}" for a, b in zip(edges[:-1], edges[1:])],
+            "rows": [[model, cond, _fmt(p.get("overall", {}).get(cond), 5)] + [_fmt(v, 5) for v in losses]
+                     for model, p in probes.items() for cond, losses in p.get("losses", {}).items()]})
+    return views
 
 
-_STYLE = """
-body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1100px;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.88em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
-th { background: #f3f3f3; }
-table.num td { font-variant-numeric: tabular-nums; }
-.ok { color: #2a7a2a; } .failed { color: #b22222; font-weight: bold; } .notrun { color: #888; }
-.missing { color: #b26b00; } .note { color: #555; font-size: 0.9em; }
-figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: 0.85em; color: #555; }
-pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
-"""
+def probe_section(results: Mapping[str, Any]) -> str:
+    """04's recorded loss probes: mean loss per reward condition and noise level, one row per (model, condition)."""
+    return _macro("probes", _probe_views(results))
 
 
 def _status_class(status: str) -> str:
@@ -319,51 +320,20 @@ def _status_class(status: str) -> str:
 def render(summary: Mapping[str, Any], entries: Sequence[NotebookEntry], out_dir: str | Path) -> str:
     """The report as an HTML string (not yet redacted; :func:`build_report` scrubs it)."""
     by_name = {e.name: e for e in entries}
-    total = sum(e.seconds for e in entries if isinstance(e.seconds, (int, float)))
     status = summary.get("status", "no summary.json")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>RewardEdit Kit course report</title>"
-             f"<style>{_STYLE}</style></head><body>",
-             "<h1>RewardEdit Kit &middot; course report</h1>",
-             f"<p>Profile <b>{_e(summary.get('profile', '?'))}</b> &middot; course status "
-             f"<b class='{_status_class(str(status))}'>{_e(status)}</b> &middot; started "
-             f"{_e(summary.get('started', '?'))} &middot; folder <code>{_e(Path(out_dir).name)}</code> &middot; "
-             f"report written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>",
-             "<h2>Notebooks</h2>"]
-    rows = "".join(
-        f"<tr><td>{_e(e.name)}</td><td class='{_status_class(e.status)}'>{_e(e.status)}</td>"
-        f"<td>{_fmt(e.seconds, 1)}</td><td>{_e(e.error or '')}</td></tr>" for e in entries)
-    parts.append(f"<table class='num'><thead><tr><th>notebook</th><th>status</th><th>wall time (s)</th>"
-                 f"<th>error</th></tr></thead><tbody>{rows}<tr><td><b>total</b></td><td></td>"
-                 f"<td><b>{total:.1f}</b></td><td></td></tr></tbody></table>")
-    ev = by_name.get("05_evaluation")
-    parts.append("<h2>Headline: baseline vs multi-reward (notebook 05)</h2>")
-    parts.append(headline_section(ev.results if ev else {}))
-    parts.append("<h3>Per edit type</h3>")
-    parts.append(by_type_section(ev.results if ev else {}))
-    ab = by_name.get("06_ablations")
-    parts.append("<h2>Reward knob: does the multi-reward model obey its rewards? (notebook 06)</h2>")
-    parts.append(knob_section(ab.results if ab else {}))
-    tr = by_name.get("04_training")
-    parts.append("<h2>Loss probes (notebook 04)</h2>")
-    parts.append(probe_section(tr.results if tr else {}))
-    parts.append("<h2>Ablations (notebook 06)</h2>")
-    parts.append(ablation_section(ab.results if ab else {}))
-    parts.append("<h2>Figures</h2>")
-    for e in entries:
-        if not e.figures:
-            continue
-        figs = "".join(f"<figure><img alt='{_e(f.caption)}' src='data:image/png;base64,{f.png_base64}'>"
-                       f"<figcaption>{_e(f.caption)}</figcaption></figure>" for f in e.figures)
-        open_ = " open" if e.name in KEY_NOTEBOOKS else ""
-        parts.append(f"<details{open_}><summary><b>{_e(e.name)}</b> ({len(e.figures)} figure(s), "
-                     f"{_e(e.status)})</summary>{figs}</details>")
-    parts.append("<h2>Recorded results</h2>")
-    for e in entries:
-        if e.results:
-            parts.append(f"<details><summary>{_e(e.name)}</summary><pre>"
-                         f"{_e(json.dumps(e.results, indent=1, sort_keys=True))}</pre></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    ev, ab, tr = (by_name[n].results if n in by_name else {} for n in ("05_evaluation", "06_ablations", "04_training"))
+    return _templates().get_template("report.html").render(
+        profile=summary.get("profile", "?"), status=status, status_class=_status_class(str(status)),
+        started=summary.get("started", "?"), folder=Path(out_dir).name, written=time.strftime("%Y-%m-%d %H:%M:%S"),
+        notebooks=[{"name": e.name, "status": e.status, "status_class": _status_class(e.status),
+                    "seconds": _fmt(e.seconds, 1), "error": e.error or ""} for e in entries],
+        total=f"{sum(e.seconds for e in entries if isinstance(e.seconds, (int, float))):.1f}",
+        headline=_headline_view(ev), by_type=_by_type_view(ev), knob=_knob_view(ab), probes=_probe_views(tr),
+        ablation=_ablation_view(ab),
+        figures=[{"name": e.name, "status": e.status, "open": e.name in KEY_NOTEBOOKS, "figures": e.figures}
+                 for e in entries if e.figures],
+        results=[{"name": e.name, "json": json.dumps(e.results, indent=1, sort_keys=True)}
+                 for e in entries if e.results])
 
 
 def build_report(out_dir: str | Path, notebooks: Iterable[str] = (), path: str | Path | None = None) -> Path:

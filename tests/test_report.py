@@ -2,8 +2,9 @@
 
 What must hold: the page shows the numbers the notebooks recorded (headline, per type, the ablation table
 with its "not run" rows), every notebook's status and wall time -- a failed one marked failed with its
-error, one that never ran marked "not run" -- the executed notebooks' figures embedded, no secret, and a
-failing course still leaves a report behind.
+error, one that never ran marked "not run" -- the executed notebooks' figures embedded, no secret, every
+value from a run escaped (the page is a jinja2 template with autoescape on; markupsafe writes ' and " as
+&#39; and &#34;), the templates shipped with the package, and a failing course still leaves a report behind.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def test_the_report_shows_recorded_numbers_statuses_and_times(out_dir):
     # per edit type
     assert re.search(r"<td>Add</td><td>baseline</td><td>20</td><td>8\.1</td><td>1\.61</td>", html)
     # the ablation table as recorded, its unmeasured row without a number
-    assert "<td>rewards text, injection time</td><td>not run: grid=&#x27;full&#x27; trains it</td><td>-</td>" in html
+    assert "<td>rewards text, injection time</td><td>not run: grid=&#39;full&#39; trains it</td><td>-</td>" in html
     assert "Grid <b>small</b>" in html
 
 
@@ -172,7 +173,7 @@ def test_the_course_runner_writes_the_report_even_when_a_notebook_fails(tmp_path
     rows = _rows(html)
     assert "class='ok'>ok<" in rows["00_plot"] and "failed" in rows["01_fails"] and "not run" in rows["02_after"]
     assert "RuntimeError: the second notebook broke" in rows["01_fails"]
-    assert "data:image/png;base64," in html and "&quot;answer&quot;: 42" in html
+    assert "data:image/png;base64," in html and "&#34;answer&#34;: 42" in html
 
 
 def test_the_cli_rewrites_the_report(out_dir, capsys):
@@ -232,3 +233,65 @@ def test_the_headline_shows_the_paired_difference_notebook_05_records(out_dir):
     assert "<td>following</td><td>140</td><td>+4.3 [-1.4, +10.0]</td><td>+0.22 [-0.05, +0.50]</td>" in html
     assert "<td>quality</td><td>140</td><td>-7.1 [-12.9, -1.4]</td><td>-0.14 [-0.30, +0.01]</td>" in html
     assert html.index("edit by edit (multi-reward") < html.index("Reward knob: does the")
+
+
+# --------------------------------------------------------------------------------------------------
+# Escaping: whatever a run recorded is text on the page, never markup
+# --------------------------------------------------------------------------------------------------
+EVIL = "<script>alert(1)</script>"
+REASON = 'kept the "red" cup & the <b>table</b>'
+
+
+def test_hostile_strings_from_a_run_are_escaped_everywhere_on_the_page(out_dir):
+    summary = json.loads((out_dir / "summary.json").read_text())
+    summary["profile"] = EVIL
+    summary["notebooks"][2]["error"]["evalue"] = REASON  # 06's error, shown in the notebooks table
+    summary["notebooks"].append({"notebook": f"08_{EVIL}", "status": "ok", "seconds": 1.0})
+    (out_dir / "summary.json").write_text(json.dumps(summary))
+    course.record_results("05_evaluation", out_dir, instruction=EVIL, reason=REASON, judge=EVIL,
+                          by_type={"b<i>": {EVIL: {"n": 1}}},
+                          headline={"base'line": {"following_yes_rate": 1.0}, f"m{EVIL}": {}})
+    course.record_results("06_ablations", out_dir, grid=EVIL, knob={**_knob_record(), "verdict": REASON})
+    _executed(out_dir / "09_caption.ipynb", "x' onerror='alert(1)", _png_b64((4, 4, 4)))  # a figure's caption
+    html = report.build_report(out_dir).read_text()
+
+    assert "<script" not in html and "<b>table</b>" not in html and "b<i>" not in html and "onerror='" not in html
+    esc = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    reason = "kept the &#34;red&#34; cup &amp; the &lt;b&gt;table&lt;/b&gt;"
+    assert f"Profile <b>{esc}</b>" in html and f"judged by {esc}:" in html and f"Grid <b>{esc}</b>" in html
+    assert f"<td>08_{esc}</td>" in html  # a notebook name the summary carries
+    assert f"<td>ValueError: {reason} (cell 7)</td>" in html and f"<p><b>{reason}</b></p>" in html
+    assert f"<td>{esc}</td><td>b&lt;i&gt;</td><td>1</td>" in html  # per edit type: the type and the model
+    assert "<td>base&#39;line</td><td>1.0</td>" in html and f"<td>m{esc}</td><td>-</td>" in html
+    assert f"&#34;instruction&#34;: &#34;{esc}&#34;" in html  # the recorded results, as JSON text
+    assert '&#34;reason&#34;: &#34;kept the \\&#34;red\\&#34; cup &amp; the &lt;b&gt;table&lt;/b&gt;&#34;' in html
+    caption = "x&#39; onerror=&#39;alert(1)"  # cannot close the single-quoted alt attribute
+    assert f"alt='{caption}'" in html and f"<figcaption>{caption}</figcaption>" in html
+
+
+def test_the_section_functions_escape_and_return_plain_strings():
+    table = report.html_table(["a<b", 1], [[EVIL, None, 2.5]], "num")
+    assert type(table) is str  # not markupsafe.Markup: adding text to it must not escape that text
+    assert table == ("<table class='num'><thead><tr><th>a&lt;b</th><th>1</th></tr></thead><tbody><tr>"
+                     "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td>None</td><td>2.5</td></tr></tbody></table>")
+    section = report.ablation_section({"grid": "g&", "table": {"columns": ["k"], "rows": [[REASON]]}})
+    assert type(section) is str and section.startswith("<p>Grid <b>g&amp;</b>.")
+    assert "<td>kept the &#34;red&#34; cup &amp; the &lt;b&gt;table&lt;/b&gt;</td>" in section
+    for missing in (report.headline_section, report.knob_section, report.by_type_section, report.ablation_section,
+                    report.probe_section):
+        assert missing({}).startswith("<p class='missing'>")
+
+
+def test_the_templates_ship_with_the_package():
+    """Every file under rewardedit_lib/templates/ matches a package-data pattern of pyproject.toml (a wheel
+    without them would install a report that cannot render)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(report.__file__).parent
+    patterns = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "rewardedit_lib"]
+    templates = [p.relative_to(root).as_posix() for p in (root / "templates").rglob("*") if p.is_file()]
+    assert {"templates/report.html", "templates/report_macros.html"} <= set(templates)
+    for t in templates:
+        assert any(fnmatch.fnmatch(t, pat) for pat in patterns), f"{t} is not in pyproject's package-data"
