@@ -14,6 +14,30 @@ from typing import Sequence
 
 from . import __version__
 
+#: How many bad records ``validate`` lists one by one (the rest are counted by kind); ``--max-problems``.
+MAX_PROBLEMS = 20
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type for counts that must be >= 1: ``--n 0`` is a mistake, not an empty dataset."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type for counts that may be 0 (``--max-problems 0``: list every problem)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _cmd_toy_data(args: argparse.Namespace) -> int:
@@ -36,6 +60,8 @@ def _cmd_toy_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from .dataset import summary_text
     from .formats import read_instructpix2pix, read_real_edit, read_rewards
 
@@ -43,6 +69,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print("rewardedit validate: give at least one of --data, --rewards, --bench", file=sys.stderr)
         return 2
     bad = []
+    checked: list[tuple[str, int, int]] = []  # (what, ok, bad) per input
     if args.data:
         loaded = read_instructpix2pix(args.data, rewards=args.rewards, require_rewards=bool(args.rewards),
                                       check_images=not args.no_image_check, on_error="skip")
@@ -51,26 +78,49 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for note in loaded.notes:  # choices the data left open (which of several image pairs was taken)
             print(f"note: {note}")
         bad += loaded.skipped
+        checked.append(("dataset folder(s)" + (" (with their reward entries)" if args.rewards else ""),
+                        len(loaded.items), len(loaded.skipped)))
     elif args.rewards:
         loaded_r = read_rewards(args.rewards, on_error="skip")
         print(f"== rewards {args.rewards}: {len(loaded_r.items)} entries")
         bad += loaded_r.skipped
+        checked.append(("reward entries", len(loaded_r.items), len(loaded_r.skipped)))
     if args.bench:
         loaded_b = read_real_edit(args.bench, check_images=not args.no_image_check, on_error="skip")
         images = {it.image for it in loaded_b.items}
         print(f"== benchmark {args.bench}: {len(images)} images, {len(loaded_b.items)} edits")
-        from collections import Counter
-
         for etype, n in Counter(it.edit_type for it in loaded_b.items).items():
             print(f"  {etype:<11} {n}")
         bad += loaded_b.skipped
-    if bad:
-        print(f"\n{len(bad)} bad record(s):")
-        for p in bad:
-            print(f"  - {p}")
-        return 1
-    print("\nno bad records")
-    return 0
+        checked.append(("benchmark edits", len(loaded_b.items), len(loaded_b.skipped)))
+    print()
+    for what, ok, n_bad in checked:
+        print(f"checked {ok + n_bad} {what}: {ok} ok, {n_bad} bad")
+    if not bad:
+        print("no bad records")
+        return 0
+    print(f"{len(bad)} bad record(s), by kind of problem:")
+    for kind, n in Counter(_problem_kind(p) for p in bad).most_common():
+        print(f"  {n:>6}  {kind}")
+    shown = bad if args.max_problems == 0 else bad[:args.max_problems]
+    print(f"{'all' if len(shown) == len(bad) else f'the first {len(shown)} of'} {len(bad)} bad record(s)"
+          f"{'' if len(shown) == len(bad) else ' (--max-problems 0 lists all)'}:")
+    for p in shown:
+        print(f"  - {p}")
+    return 1
+
+
+def _problem_kind(problem: object) -> str:
+    """A bad record's kind of problem, for validate's counts: its field and its message without the record's
+    own details (numbers, quoted names, what follows a colon), e.g. "field 'Score': N is outside 0-5"."""
+    import re
+
+    field = getattr(problem, "field", None)
+    message = str(getattr(problem, "message", problem))
+    message = re.split(r"[(:;]|, got ", message, maxsplit=1)[0]
+    message = re.sub(r"'[^']*'|\"[^\"]*\"|\[[^\]]*\]", "...", message)
+    message = re.sub(r"(?<![\d.-])\d+(?:\.\d+)?(?![\d-])", "N", message).strip() or "(no message)"
+    return f"field '{field}': {message}" if field else message
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -115,9 +165,24 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def _cmd_course(args: argparse.Namespace) -> int:
-    from .course import parse_overrides, run_course
+    from .course import check_kernel, describe_plan, parse_overrides, plan_course, profile_summaries, run_course
 
-    run_course(args.profile, args.out, only=args.only, overrides=parse_overrides(args.set or []),
+    if args.list_profiles:
+        rows = profile_summaries()
+        width = max(len(name) for name, _ in rows)
+        for name, line in rows:
+            print(f"{name:<{width}}  {line}")
+        return 0
+    if args.out is None:
+        raise ValueError("--out is required (the folder for the executed notebooks), except with --list-profiles")
+    overrides = parse_overrides(args.set or [], raw=True)
+    if args.dry_run:
+        plan = plan_course(args.profile, args.out, only=args.only, overrides=overrides, notebooks_dir=args.notebooks)
+        check_kernel(args.kernel)
+        print(describe_plan(plan, args.kernel))
+        print("dry run: every parameter checked, nothing run or written (drop --dry-run to run)")
+        return 0
+    run_course(args.profile, args.out, only=args.only, overrides=overrides,
                notebooks_dir=args.notebooks, kernel_name=args.kernel)
     return 0
 
@@ -269,34 +334,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rewardedit-kit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("toy-data", help="generate toy training triplets (InstructPix2Pix layout + _truth/)")
+    s = sub.add_parser("toy-data", help="generate toy training triplets (InstructPix2Pix layout + _truth/)",
+                       description="Draws --n triplets (source image, instruction, edited image) of the toy editing "
+                                   "world into an InstructPix2Pix-layout folder, with each triplet's true flaws in "
+                                   "_truth/. The same arguments write the same folder.")
     s.add_argument("--out", required=True, type=Path, help="output folder")
-    s.add_argument("--n", type=int, default=700, help="number of triplets (default 700)")
+    s.add_argument("--n", type=_positive_int, default=700, help="number of triplets, at least 1 (default 700)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--size", type=int, default=32, help="image size in pixels (default 32)")
+    s.add_argument("--size", type=_positive_int, default=32, help="image size in pixels (default 32)")
     s.add_argument("--flaw-rates", default=None, metavar="F,P,Q",
                    help="failure rates following,preserving,quality, e.g. 0.2,0.2,0.2 (the default) "
                         "or following=0.3,quality=0.1")
-    s.add_argument("--workers", type=int, default=1,
+    s.add_argument("--workers", type=_positive_int, default=1,
                    help="processes drawing the triplets (the same folder for any number; default 1)")
     s.set_defaults(func=_cmd_toy_data)
 
-    s = sub.add_parser("toy-bench", help="generate the toy Real-Edit benchmark (images/ + real_edit_instruct.json)")
+    s = sub.add_parser("toy-bench", help="generate the toy Real-Edit benchmark (images/ + real_edit_instruct.json)",
+                       description="Writes held-out toy source images and seven instructions each (one per edit "
+                                   "type) in the Real-Edit layout, for `evaluate` and `knob`.")
     s.add_argument("--out", required=True, type=Path, help="output folder")
-    s.add_argument("--images", type=int, default=20, help="number of held-out source images (default 20)")
+    s.add_argument("--images", type=_positive_int, default=20, help="number of held-out source images (default 20)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--size", type=int, default=32, help="image size in pixels (default 32)")
+    s.add_argument("--size", type=_positive_int, default=32, help="image size in pixels (default 32)")
     s.set_defaults(func=_cmd_toy_bench)
 
-    s = sub.add_parser("validate", help="read a dataset / rewards file / benchmark, print counts, list bad records")
+    s = sub.add_parser("validate", help="read a dataset / rewards file / benchmark, print counts, list bad records",
+                       description="Reads every record as training and evaluation would, and summarises: counts per "
+                                   "edit type and score, records checked, ok and bad, the bad ones counted by kind "
+                                   "of problem, and the first --max-problems of them. Exit status 0: no bad "
+                                   "records; 1: bad records (skipped by the readers); 2: unreadable input.")
     s.add_argument("--data", type=Path, help="InstructPix2Pix-layout folder (toy or real)")
     s.add_argument("--rewards", type=Path, help="RewardEdit_20K.json-format rewards file")
     s.add_argument("--bench", type=Path, help="Real-Edit-layout benchmark folder")
     s.add_argument("--no-image-check", action="store_true", help="don't open every image (faster on 20K)")
+    s.add_argument("--max-problems", type=_count, default=MAX_PROBLEMS, metavar="N",
+                   help=f"list the first N bad records (default {MAX_PROBLEMS}; 0: all)")
     s.set_defaults(func=_cmd_validate)
 
     s = sub.add_parser("prepare", help="published InstructPix2Pix images (parquet shards or folder release) -> "
-                                       "the folders RewardEdit_20K.json annotates; resumable")
+                                       "the folders RewardEdit_20K.json annotates; resumable",
+                       description="Places the images of every RewardEdit_20K.json entry in <out>/<key>/ (the "
+                                   "InstructPix2Pix layout training reads), from the published parquet shards or "
+                                   "folder release; refuses below --min-coverage. Re-running skips folders already "
+                                   "written.")
     s.add_argument("--source", required=True, type=Path,
                    help="folder of timbrooks/instructpix2pix-clip-filtered's parquet shards, or the folder release")
     s.add_argument("--rewards", required=True, type=Path, help="RewardEdit_20K.json")
@@ -313,7 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check", action="store_true", help="report coverage only, write nothing")
     s.set_defaults(func=_cmd_prepare)
 
-    s = sub.add_parser("judge-server", help="serve the toy judge as an OpenAI-compatible HTTP API")
+    s = sub.add_parser("judge-server", help="serve the toy judge as an OpenAI-compatible HTTP API",
+                       description="Serves the toy judge at http://HOST:PORT/v1 (chat completions and models), so "
+                                   "the kit's OpenAI client, retries and fault handling can be tried without a key; "
+                                   "--faults injects rate limits, server errors, timeouts and unreadable answers. "
+                                   "Stops on Ctrl-C or SIGTERM.")
     s.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--model", default="toy-judge", help="model name it answers to (default toy-judge)")
@@ -369,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reward-lr-scale", type=float, default=None,
                    help="stage 2: the new reward modules learn at lr x this (toy-cpu: 10)")
     s.add_argument("--seed", type=int, default=None, help="seed of data order, noise and new modules")
-    s.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
+    s.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None,
+                   help="training precision: no (fp32), bf16 or fp16 (default: the profile's)")
     s.add_argument("--reward-dropout", type=float, default=None,
                    help="probability that an example's rewards are hidden (one model, rewards optional)")
     s.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
@@ -416,18 +501,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge_args(s)
     s.set_defaults(func=_cmd_knob)
 
-    s = sub.add_parser("course", help="run the notebooks in order with papermill on a named profile")
-    s.add_argument("--profile", default="toy-cpu", help="toy-cpu (default), toy-gpu, sd15, sd15-t4 (a 16 GB T4)")
-    s.add_argument("--out", required=True, type=Path, help="folder for executed notebooks and summary.json")
+    s = sub.add_parser("course", help="run the notebooks in order with papermill on a named profile",
+                       description="Runs the numbered notebooks in order on a profile (a named parameter set, "
+                                   "rewardedit_lib/profiles/profiles.yaml), with --set overrides typed against "
+                                   "each notebook's parameters cell. Every parameter and input is checked before "
+                                   "anything runs; a failing notebook stops the run. Writes the executed "
+                                   "notebooks, summary.json and report.html to --out. Try --dry-run first.")
+    s.add_argument("--profile", default="toy-cpu",
+                   help="toy-cpu (default), toy-gpu, sd15, sd15-t4 (a 16 GB T4); --list-profiles describes them")
+    s.add_argument("--out", type=Path, default=None,
+                   help="folder for executed notebooks, summary.json and report.html (required to run or plan)")
     s.add_argument("--only", nargs="+", default=None, metavar="NB",
                    help="run only these notebooks (e.g. 00 02 or 02_dataset)")
     s.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="override a parameter, e.g. --set n_train=2000 (repeatable)")
+                   help="override a parameter, e.g. --set n_train=2000 (repeatable); the value must fit the "
+                        "notebook's default: a number, true/false, null, a list as 1,2 or [1, 2], else text")
     s.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default ./notebooks)")
     s.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' own)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the plan (notebooks in order, their parameters, where outputs go) after checking "
+                        "every parameter; run and write nothing")
+    s.add_argument("--list-profiles", action="store_true", help="list the profiles, one line each, and exit")
     s.set_defaults(func=_cmd_course)
 
-    s = sub.add_parser("report", help="(re)write <out>/report.html from a course run's results and notebooks")
+    s = sub.add_parser("report", help="(re)write <out>/report.html from a course run's results and notebooks",
+                       description="Rebuilds the course report (one page: every notebook's status, time and "
+                                   "recorded results) from a course run's summary.json, results/ and executed "
+                                   "notebooks, e.g. after a run was stopped or resumed by hand.")
     s.add_argument("--out", required=True, type=Path, help="the course run's folder (rewardedit course --out)")
     s.add_argument("--notebooks", type=Path, default=None,
                    help="notebooks folder, so notebooks that never ran are listed (default ./notebooks)")
@@ -436,9 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import runtime
     from .course import CourseError
     from .formats import DataError
 
+    runtime.quiet_known_warnings()  # before any command imports transformers
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

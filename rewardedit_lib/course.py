@@ -12,6 +12,7 @@ failed one too) by writing ``report.html`` (:mod:`rewardedit_lib.report`).
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import re
@@ -22,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from . import toyworld
+from . import runtime, toyworld
 from .formats import atomic_write_text
 
 PROFILES_FILE = Path(__file__).parent / "profiles" / "profiles.yaml"
@@ -143,14 +144,22 @@ def get_profile(name: str, path: str | Path = PROFILES_FILE) -> Profile:
     return profiles[name]
 
 
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["n_train=2000", "data_dir=/x"]`` -> dict, values parsed as YAML scalars (numbers, null, true)."""
-    out = {}
+def parse_overrides(pairs: Sequence[str], *, raw: bool = False) -> dict[str, Any]:
+    """``["n_train=2000", "data_dir=/x"]`` -> dict, values parsed as YAML scalars (numbers, null, true); with
+    ``raw`` kept as typed (:class:`SetValue`), for :func:`plan_course` to type against the notebooks' defaults
+    (what ``rewardedit course --set`` does: a string parameter then keeps its text exactly)."""
+    out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise CourseError(f"--set expects NAME=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        if raw:
+            out[key.strip()] = SetValue(value)
+        else:
+            try:
+                out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            except yaml.YAMLError:
+                out[key.strip()] = value
     return out
 
 
@@ -201,6 +210,177 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     return {k: v.get("default") for k, v in params.items()}
 
 
+# --------------------------------------------------------------------------------------------------
+# Parameter types: what a notebook's default says a parameter takes
+# --------------------------------------------------------------------------------------------------
+#: What a parameter takes when every notebook that declares it defaults to None (a None default says nothing
+#: of the type). A parameter with only None defaults that is not listed here takes any value.
+NULL_DEFAULT_TYPES: dict[str, type] = {
+    "data_dir": str, "rewards_path": str, "bench_dir": str, "stage1_dir": str, "base_url": str,
+    "train_steps": int, "validate_every": int, "steps": int, "sweep_steps": int, "limit": int,
+    "time_limit": float,
+}
+_KIND_NAMES: dict[type, str] = {bool: "a bool (true or false)", int: "an int", float: "a float (a number)",
+                                str: "a string", list: "a list", dict: "a mapping"}
+_NULL_WORDS = ("null", "none", "~")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+@dataclass(frozen=True)
+class ParameterType:
+    """What a parameter takes, read from a notebook's default: ``kinds`` (none: anything), whether None is
+    fine, the element kinds of a list default, and the default as written (for the error message)."""
+
+    kinds: tuple[type, ...]
+    nullable: bool
+    items: tuple[type, ...] = ()
+    default: str = ""
+
+    def describe(self) -> str:
+        if not self.kinds:
+            return "any value"
+        names = []
+        for kind in self.kinds:
+            name = _KIND_NAMES[kind]
+            if kind is list and self.items:
+                name += " of " + " or ".join(k.__name__ for k in self.items)
+            names.append(name)
+        return " or ".join(names + (["None"] if self.nullable else []))
+
+
+def _kind_of(value: Any) -> type | None:
+    """The kind a literal default stands for (a tuple is a list: papermill writes lists), None if other."""
+    for kind in (bool, int, float, str, dict):  # bool before int: True is an int too
+        if isinstance(value, kind):
+            return kind
+    return list if isinstance(value, (list, tuple)) else None
+
+
+def parameter_type(name: str, default: Any) -> ParameterType:
+    """The type of parameter ``name`` from its default as a notebook writes it (``'0'``, ``'"auto"'``,
+    ``'None'``); a default that is not a literal (an expression) takes anything."""
+    import ast
+
+    text = default if isinstance(default, str) else repr(default)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return ParameterType((), True, default=text)
+    if value is None:
+        known = NULL_DEFAULT_TYPES.get(name)
+        return ParameterType((known,) if known else (), True, default=text)
+    kind = _kind_of(value)
+    if kind is None:
+        return ParameterType((), True, default=text)
+    items: tuple[type, ...] = ()
+    if kind is list:
+        found = [_kind_of(v) for v in value]
+        if found and None not in found:
+            items = tuple(dict.fromkeys(found))  # type: ignore[arg-type]
+            if int in items and float in items:
+                items = tuple(k for k in items if k is not int)
+    return ParameterType((kind,), False, items, text)
+
+
+class SetValue(str):
+    """A ``--set`` value as typed on the command line. :func:`plan_course` types it against the notebooks'
+    defaults, so text stays text for a string parameter (``--set judge_model=4`` is ``"4"``) and becomes a
+    number, bool, list or None where the default says so."""
+
+
+def _parse_text(text: str, ptype: ParameterType) -> Any:
+    """Text -> a value: YAML scalars and flow lists (``3``, ``0.5``, ``true``, ``[1, 2]``); for a list
+    parameter also ``1,2,3``. Unparsable YAML stays text (to be refused by the type check if need be)."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 3e3 as text; a user means 3000
+    if list in ptype.kinds and not isinstance(value, list):
+        if not text.strip():
+            return []
+        parts = []
+        for part in text.split(","):
+            try:
+                parts.append(yaml.safe_load(part) if part.strip() else "")
+            except yaml.YAMLError:
+                parts.append(part.strip())
+        return parts
+    return value
+
+
+def _convert(value: Any, kind: type, items: tuple[type, ...]) -> tuple[bool, Any]:
+    """``(True, value as kind)`` when ``value`` is (or plainly stands for) a ``kind``, else ``(False, None)``."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return True, value
+        if isinstance(value, int) and value in (0, 1):
+            return True, bool(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return True, value
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return True, str(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
+    elif kind is list:
+        if isinstance(value, (list, tuple)):
+            if not items:
+                return True, list(value)
+            out = []
+            for v in value:
+                converted = [t for ok, t in (_convert(v, k, ()) for k in items) if ok]
+                if not converted:
+                    return False, None
+                out.append(converted[0])
+            return True, out
+    elif kind is dict:
+        if isinstance(value, dict):
+            return True, value
+    return False, None
+
+
+def coerce_parameter(value: Any, ptype: ParameterType) -> Any:
+    """``value`` as a parameter of type ``ptype`` takes it: a number from text, a float from an int, a list
+    from ``"a,b"``, None from ``null``. Raises ValueError when it is not one (the caller names the parameter).
+
+    Why here and not in the notebook: a wrong type found by the runner costs nothing; found by papermill in
+    notebook 04 it costs the hour of notebooks before it."""
+    if isinstance(value, SetValue):
+        if value.strip().lower() in _NULL_WORDS and (ptype.nullable or str not in ptype.kinds):
+            value = None  # null, None, ~ (a string parameter that cannot be None keeps the word)
+        elif str in ptype.kinds:
+            return str(value)  # as typed: "0.10" stays "0.10"
+        else:
+            value = _parse_text(value, ptype)
+    elif isinstance(value, str) and ptype.kinds and str not in ptype.kinds:
+        value = _parse_text(value, ptype)
+    if value is None:
+        if ptype.nullable or not ptype.kinds:
+            return None
+        raise ValueError(ptype.describe())
+    if not ptype.kinds:
+        return value
+    for kind in ptype.kinds:
+        ok, typed = _convert(value, kind, ptype.items)
+        if ok:
+            return typed
+    raise ValueError(ptype.describe())
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'n_train'?"`` for a misspelt name, ``""`` when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 @dataclass
 class Plan:
     """What the runner will do: notebooks in order and the parameters each gets."""
@@ -209,19 +389,25 @@ class Plan:
     out_dir: Path
     steps: list[tuple[Path, dict[str, Any]]]
     notebooks: list[str] = field(default_factory=list)  # every notebook of the course (the report lists them all)
+    #: per selected notebook: where each passed parameter comes from (profile, profile:<notebook>, --set, runner)
+    origins: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: per selected notebook: every parameter it declares, with its default as written
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notebooks_dir: Path | None = None
 
 
 def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[str] | None = None,
                 overrides: Mapping[str, Any] | None = None, notebooks_dir: str | Path | None = None,
                 profiles_file: str | Path = PROFILES_FILE) -> Plan:
     """Check everything that can be checked before running, and return the plan. Raises CourseError; every
+    value of the wrong type (typed against the notebooks' defaults, see :func:`coerce_parameter`) and every
     missing input (a required parameter left null, a file or folder that is not there) is reported at once,
-    so a GPU session is not spent finding them one notebook at a time."""
+    so a GPU session is not spent finding them one notebook at a time. Nothing is written."""
     prof = profile if isinstance(profile, Profile) else get_profile(profile, profiles_file)
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
     notebooks = list_notebooks(nb_dir)
     declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
-    all_declared = set().union(*declared.values())
+    all_declared = sorted(set().union(*declared.values()))
 
     common = dict(prof.parameters)
     overrides = dict(overrides or {})
@@ -234,34 +420,60 @@ def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[s
             if name == "out_dir":
                 raise CourseError(f"parameter 'out_dir' ({source}) is set by the runner from --out")
             if name not in all_declared:
-                raise CourseError(f"unknown parameter {name!r} ({source}): no notebook in {nb_dir} declares it")
+                raise CourseError(f"unknown parameter {name!r} ({source}): no notebook in {nb_dir} declares it"
+                                  f"{_did_you_mean(name, all_declared)}")
     for stem, params in prof.notebooks.items():
         if stem not in declared:
             raise CourseError(f"profile {prof.name!r} configures notebook {stem!r}, which does not exist; "
-                              f"notebooks: {', '.join(declared)}")
+                              f"notebooks: {', '.join(declared)}{_did_you_mean(stem, list(declared))}")
         for name in params:
             if name not in declared[stem]:
-                raise CourseError(f"unknown parameter {name!r} for notebook {stem} in profile {prof.name!r}")
+                raise CourseError(f"unknown parameter {name!r} for notebook {stem} in profile {prof.name!r}"
+                                  f"{_did_you_mean(name, sorted(declared[stem]))}")
 
     selected = notebooks
     if only:
         selected = []
         for key in only:
-            hits = [nb for nb in notebooks if nb.stem == key or nb.stem.split("_")[0] == key or nb.name == key]
+            hits = [nb for nb in notebooks if nb.stem == key or nb.stem.split("_")[0] == key or nb.name == key
+                    or (key.isdigit() and nb.stem.split("_")[0].isdigit() and int(key) == int(nb.stem.split("_")[0]))]
             if not hits:
-                raise CourseError(f"unknown notebook {key!r}; notebooks: {', '.join(declared)}")
+                raise CourseError(f"unknown notebook {key!r}; notebooks: {', '.join(declared)}"
+                                  f"{_did_you_mean(key, list(declared))}")
             selected.extend(h for h in hits if h not in selected)
         selected.sort()
 
+    types = {stem: {name: parameter_type(name, default) for name, default in params.items()}
+             for stem, params in declared.items()}
+    # (source, name, value as given) -> type -> default -> notebooks: one line per bad value
+    bad: dict[tuple[str, str, str], dict[str, dict[str, list[str]]]] = {}
+
+    def typed(name: str, value: Any, stem: str, source: str) -> Any:
+        ptype = types[stem][name]
+        try:
+            return coerce_parameter(value, ptype)
+        except ValueError:
+            shown = str(value) if isinstance(value, SetValue) else repr(value)
+            nbs = bad.setdefault((source, name, shown), {}).setdefault(ptype.describe(), {}) \
+                .setdefault(ptype.default, [])
+            if stem[:2] not in nbs:
+                nbs.append(stem[:2])
+            return value
+
+    layers = (("profile", f"profile {prof.name!r}", common), ("--set", "--set", overrides))
     out_dir = Path(out_dir).resolve()
-    steps = []
+    steps, origins, defaults = [], {}, {}
     missing: dict[str, tuple[str, list[str]]] = {}  # parameter -> (what is wrong, notebooks)
     for nb in selected:
-        params = {k: v for k, v in common.items() if k in declared[nb.stem]}
-        params.update(prof.notebooks.get(nb.stem, {}))
-        params.update({k: v for k, v in overrides.items() if k in declared[nb.stem]})
+        params: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        for tag, source, values in (layers[0], ("profile:" + nb.stem, f"profile {prof.name!r}, notebook {nb.stem}",
+                                                prof.notebooks.get(nb.stem, {})), layers[1]):
+            for k, v in values.items():
+                if k in declared[nb.stem]:
+                    params[k], origin[k] = typed(k, v, nb.stem, source), tag
         if "out_dir" in declared[nb.stem]:
-            params["out_dir"] = str(out_dir)
+            params["out_dir"], origin["out_dir"] = str(out_dir), "runner"
         for name in prof.inputs:
             value = params.get(name)
             if value is None:
@@ -275,11 +487,70 @@ def plan_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[s
             if name in declared[nb.stem] and params.get(name) is None:
                 missing.setdefault(name, (f"{name} is not set: --set {name}=...", []))[1].append(nb.stem[:2])
         steps.append((nb, params))
-    if missing:
-        lines = [f"  - {what} (notebook {', '.join(nbs)}){'; ' + INPUT_HINTS[name] if name in INPUT_HINTS else ''}"
-                 for name, (what, nbs) in missing.items()]
-        raise CourseError(f"profile {prof.name!r}: {len(missing)} input(s) missing, nothing has run:\n" + "\n".join(lines))
-    return Plan(prof, out_dir, steps, [nb.stem for nb in notebooks])
+        origins[nb.stem] = origin
+        defaults[nb.stem] = dict(declared[nb.stem])
+    # Values that no selected notebook takes are still checked, against the notebooks that declare them.
+    run_stems = {nb.stem for nb in selected}
+    for _, source, values in layers:
+        for k, v in values.items():
+            if not any(k in declared[s] for s in run_stems):
+                for stem in declared:
+                    if k in declared[stem]:
+                        typed(k, v, stem, source)
+    for stem, values in prof.notebooks.items():
+        if stem not in run_stems:
+            for k, v in values.items():
+                typed(k, v, stem, f"profile {prof.name!r}, notebook {stem}")
+
+    lines = [f"  - {name}={shown} ({source}): {name} takes "
+             + "; ".join(f"{what} (default " + "; ".join(f"{default} in notebook {', '.join(nbs)}"
+                                                        for default, nbs in by_default.items()) + ")"
+                         for what, by_default in expected.items())
+             for (source, name, shown), expected in bad.items()]
+    lines += [f"  - {what} (notebook {', '.join(nbs)}){'; ' + INPUT_HINTS[name] if name in INPUT_HINTS else ''}"
+              for name, (what, nbs) in missing.items()]
+    if lines:
+        counts = ([f"{len(bad)} parameter value(s) of the wrong type"] if bad else []) + \
+                 ([f"{len(missing)} input(s) missing"] if missing else [])
+        raise CourseError(f"profile {prof.name!r}: {', '.join(counts)}, nothing has run:\n" + "\n".join(lines))
+    return Plan(prof, out_dir, steps, [nb.stem for nb in notebooks], origins, defaults, nb_dir)
+
+
+def describe_plan(plan: Plan, kernel_name: str | None = None) -> str:
+    """The plan in words (``rewardedit course --dry-run``): which notebooks run, in order, with which
+    parameters (and where each value comes from), and where every output goes -- to read before a long run."""
+    lines = [f"profile {plan.profile.name!r}: {one_line(plan.profile.description)}",
+             f"notebooks: {plan.notebooks_dir}",
+             f"kernel:    {kernel_name or 'the one each notebook names'}",
+             f"outputs:   {plan.out_dir}/ -- the executed notebooks, results/<notebook>.json, summary.json, "
+             f"report.html",
+             f"{len(plan.steps)} of {len(plan.notebooks)} notebook(s), in this order "
+             f"(value [from]: profile, profile:<notebook>, --set, runner, default):"]
+    for i, (nb, params) in enumerate(plan.steps, 1):
+        lines.append(f"{i:>3}. {nb.name} -> {plan.out_dir / nb.name}")
+        declared = plan.defaults.get(nb.stem, {})
+        origin = plan.origins.get(nb.stem, {})
+        width = max((len(n) for n in [*declared, *params]), default=0)
+        for name in [*declared, *(n for n in params if n not in declared)]:
+            if name in params:
+                lines.append(f"       {name:<{width}} = {params[name]!r}  [{origin.get(name, 'profile')}]")
+            else:
+                lines.append(f"       {name:<{width}} = {declared[name]}  [default]")
+    skipped = [n for n in plan.notebooks if n not in {nb.stem for nb, _ in plan.steps}]
+    if skipped:
+        lines.append(f"not run (--only): {', '.join(skipped)}")
+    return "\n".join(lines)
+
+
+def one_line(description: str) -> str:
+    """A profile description's first sentence, on one line (``rewardedit course --list-profiles``)."""
+    text = " ".join(description.split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", text, maxsplit=1)[0] if text else "(no description)"
+
+
+def profile_summaries(path: str | Path = PROFILES_FILE) -> list[tuple[str, str]]:
+    """``(name, one-line description)`` of every profile, in the file's order: what ``--profile`` accepts."""
+    return [(name, one_line(p.description)) for name, p in load_profiles(path).items()]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,14 +578,25 @@ def run_course(profile: str | Profile, out_dir: str | Path, *, only: Sequence[st
     summary and the report (which marks it failed) are kept, and :class:`CourseError` names the notebook
     and the cell.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     plan = plan_course(profile, out_dir, only=only, overrides=overrides, notebooks_dir=notebooks_dir,
                        profiles_file=profiles_file)
+    check_kernel(kernel_name)
+    with runtime.filtered_stderr():  # the kernels' TCP-transport warning, once per notebook, is noise here
+        return _execute(plan, kernel_name, log)
+
+
+def check_kernel(kernel_name: str | None) -> None:
+    """Refuse before anything runs when no Jupyter kernel can start (``ipykernel`` missing, no kernel named)."""
     if kernel_name is None and importlib.util.find_spec("ipykernel") is None:
         raise CourseError("the course runs its notebooks in a Jupyter kernel and ipykernel is not installed: "
                           "pip install 'rewardedit-kit[lab]' (Colab and `make setup` have one)")
+
+
+def _execute(plan: Plan, kernel_name: str | None, log: Callable[[str], None]) -> dict:
+    """Run a checked plan's notebooks (the body of :func:`run_course`)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     runs = [NotebookRun(nb.stem, "not run", parameters=params) for nb, params in plan.steps]
     summary = {"profile": plan.profile.name, "out_dir": str(plan.out_dir), "status": "running",

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import logging
 import os
 import platform
+import re
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 #: The packages the kit is built on (import name, distribution name). Checked by notebook 00.
 CORE_PACKAGES: tuple[tuple[str, str], ...] = (
@@ -160,6 +163,105 @@ def diffusers_smoke_test(device=None, image_size: int = 32, seed: int = 0) -> Sm
         torch.cuda.synchronize()
     return SmokeResult(str(device), sum(p.numel() for p in unet.parameters()), tuple(out.shape),
                        round(time.perf_counter() - t0, 4))
+
+
+# --------------------------------------------------------------------------------------------------
+# Known, harmless warnings that the kit's users cannot act on: filtered by message, nothing else
+# --------------------------------------------------------------------------------------------------
+#: transformers (>= 5) logs this once per image processor when torchvision is missing, and then uses the PIL
+#: processor -- which is what the kit wants: torchvision is left out on purpose (pyproject.toml).
+TORCHVISION_FALLBACK = re.compile(r"`\w+ImageProcessor` requires torchvision \(not installed\); falling back to")
+#: The logger that emits it (a logger's filters see only the records logged on that very logger).
+TORCHVISION_LOGGER = "transformers.utils.import_utils"
+#: What ipykernel writes to its stderr at every start when the kernel talks TCP on localhost (papermill's
+#: default): the course runner's kernels are local and short-lived, so it is noise on the course's terminal.
+KERNEL_TRANSPORT_NOISE: tuple[re.Pattern, ...] = (
+    re.compile(r"Kernel is running over TCP without encryption"),
+)
+
+
+class _DropMessages(logging.Filter):
+    """A logging filter that drops the records whose message matches one of ``patterns`` (and no other)."""
+
+    def __init__(self, patterns: Iterable[re.Pattern]):
+        super().__init__()
+        self.patterns = tuple(patterns)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 -- a record that cannot format is not ours to judge
+            return True
+        return not any(p.search(message) for p in self.patterns)
+
+
+def quiet_known_warnings() -> None:
+    """Drop the torchvision-fallback message of transformers, by message, before transformers is imported.
+
+    Why: every command that loads a pipeline printed two lines about a package the kit leaves out on purpose;
+    users took them for an error. Idempotent; every other warning and log record still shows."""
+    logger = logging.getLogger(TORCHVISION_LOGGER)
+    if not any(isinstance(f, _DropMessages) for f in logger.filters):
+        logger.addFilter(_DropMessages([TORCHVISION_FALLBACK]))
+
+
+@contextmanager
+def filtered_stderr(drop: Sequence[re.Pattern] = KERNEL_TRANSPORT_NOISE) -> Iterator[None]:
+    """Pass everything written to file descriptor 2 through, except lines matching one of ``drop``.
+
+    Why at the file-descriptor level: the Jupyter kernels papermill starts are child processes that inherit
+    stderr, so no filter in this process sees what they write (ipykernel's TCP-transport warning, once per
+    notebook). Lines are forwarded as they complete; without a usable descriptor 2 this does nothing."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as src:
+            pending = b""
+            while True:
+                try:
+                    chunk = src.read(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                _forward(saved, [line + b"\n" for line in lines], drop)
+            if pending:
+                _forward(saved, [pending], drop)
+
+    thread = threading.Thread(target=pump, name="filtered-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 2)  # closes our write end: the pump ends once no child holds one either
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            os.close(saved)
+
+
+def _forward(fd: int, lines: Sequence[bytes], drop: Sequence[re.Pattern]) -> None:
+    """Write the ``lines`` that match none of ``drop`` to ``fd`` (see :func:`filtered_stderr`)."""
+    keep = b"".join(line for line in lines
+                    if not any(p.search(line.decode("utf-8", "replace")) for p in drop))
+    while keep:
+        try:
+            keep = keep[os.write(fd, keep):]
+        except OSError:
+            return
 
 
 @contextmanager

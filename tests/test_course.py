@@ -271,3 +271,87 @@ def test_the_toy_profile_uses_the_course_data_constants():
         declared = course.notebook_parameters(NOTEBOOKS / f"{nb}.ipynb")
         assert declared["n_train"] == str(course.COURSE_N_TRAIN), nb
         assert declared["flaw_rates"] == repr(course.COURSE_FLAW_RATES).replace("'", '"'), nb
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter types: values are checked against the notebooks' defaults before anything runs
+# --------------------------------------------------------------------------------------------------
+def test_parameter_types_come_from_the_notebook_defaults():
+    pt = course.parameter_type
+    assert pt("seed", "0") == course.ParameterType((int,), False, (), "0")
+    assert pt("device", '"auto"').kinds == (str,) and pt("fail", "False").kinds == (bool,)
+    assert pt("rate", "0.5").describe() == "a float (a number)"
+    assert pt("sizes", "[1, 2.5]").describe() == "a list of float"
+    assert pt("pair", "(1, 2)").kinds == (list,)  # papermill writes lists
+    assert pt("data_dir", "None").describe() == "a string or None"  # known from NULL_DEFAULT_TYPES
+    assert pt("time_limit", "None").describe() == "a float (a number) or None"
+    assert pt("mystery", "None").describe() == "any value"  # a None default alone says nothing
+    assert pt("where", 'Path("x")').describe() == "any value"  # not a literal
+
+
+def test_coerce_parameter_accepts_what_fits_and_refuses_the_rest():
+    c, pt, S = course.coerce_parameter, course.parameter_type, course.SetValue
+    assert c(S("12"), pt("n", "3")) == 12 and c(12.0, pt("n", "3")) == 12 and c("12", pt("n", "3")) == 12
+    assert c(S("1e3"), pt("n", "3")) == 1000
+    for bad in (S("abc"), S("1.5"), S("true"), True, S("null"), None, [1]):
+        with pytest.raises(ValueError, match="an int"):
+            c(bad, pt("n", "3"))
+    assert c(S("3"), pt("x", "0.5")) == 3.0 and isinstance(c(3, pt("x", "0.5")), float)
+    assert c(S("yes"), pt("b", "False")) is True and c(S("0"), pt("b", "True")) is False
+    with pytest.raises(ValueError, match="a bool"):
+        c(S("2"), pt("b", "False"))
+    # text stays text for a string parameter, exactly as typed
+    assert c(S("0.10"), pt("s", '"a"')) == "0.10" and c(S("null"), pt("s", '"a"')) == "null"
+    assert c(S("null"), pt("data_dir", "None")) is None and c(S("~"), pt("limit", "None")) is None
+    assert c(S("/x/y"), pt("data_dir", "None")) == "/x/y"
+    assert c(S("1,2"), pt("l", "[0]")) == [1, 2] and c(S("[3]"), pt("l", "[0]")) == [3]
+    assert c((4,), pt("l", "[0]")) == [4]
+    with pytest.raises(ValueError, match="a list of int"):
+        c(S("a,b"), pt("l", "[0]"))
+    assert c(S("whatever: [1]"), pt("mystery", "None")) == {"whatever": [1]}  # untyped: YAML, as before
+
+
+def test_every_parameter_with_only_none_defaults_has_a_type():
+    """A new notebook parameter defaulting to None must say what it takes (NULL_DEFAULT_TYPES), or --set
+    could pass anything to it."""
+    defaults: dict[str, set[str]] = {}
+    for nb in course.list_notebooks(NOTEBOOKS):
+        for name, default in course.notebook_parameters(nb).items():
+            defaults.setdefault(name, set()).add(default)
+    only_none = sorted(name for name, values in defaults.items() if values == {"None"})
+    assert only_none and set(only_none) <= set(course.NULL_DEFAULT_TYPES), only_none
+
+
+def test_plan_types_every_value_and_reports_all_bad_ones(tmp_path, mini_course):
+    prof = _profiles(tmp_path, p={"parameters": {"seed": "x"}, "notebooks": {"01_second": {"fail": "no way"}}})
+    with pytest.raises(CourseError) as err:
+        course.plan_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof,
+                           overrides={"value": "many"})
+    text = str(err.value)
+    assert "3 parameter value(s) of the wrong type, nothing has run" in text
+    assert "seed='x' (profile 'p'): seed takes an int (default 0 in notebook 00, 01)" in text
+    assert "fail='no way' (profile 'p', notebook 01_second): fail takes a bool (true or false) (default False in " \
+           "notebook 01)" in text
+    assert "value='many' (--set): value takes an int (default 1 in notebook 00; 3 in notebook 02)" in text
+    # values that fit are typed: text from the command line becomes the default's type
+    plan = course.plan_course(course.Profile("q", "A test profile.", {}), tmp_path / "out",
+                              notebooks_dir=mini_course,
+                              overrides=course.parse_overrides(["seed=4", "value=2.0"], raw=True))
+    params = dict((nb.stem, p) for nb, p in plan.steps)
+    assert params["00_first"]["seed"] == 4 and params["00_first"]["value"] == 2
+    assert plan.origins["00_first"] == {"seed": "--set", "value": "--set", "out_dir": "runner"}
+    assert not (tmp_path / "out").exists()
+
+
+def test_parse_overrides_raw_keeps_the_text_for_the_plan_to_type():
+    raw = course.parse_overrides(["seed=4", "judge_model=0.10", "empty="], raw=True)
+    assert raw == {"seed": "4", "judge_model": "0.10", "empty": ""}
+    assert all(isinstance(v, course.SetValue) for v in raw.values())
+
+
+def test_profile_summaries_are_one_line_each():
+    rows = dict(course.profile_summaries())
+    assert list(rows) == list(course.load_profiles())
+    assert all(line and "\n" not in line for line in rows.values())
+    assert rows["sd15"].startswith("The real thing:") and rows["sd15"].endswith("never a parameter).")
+    assert course.one_line("") == "(no description)"
