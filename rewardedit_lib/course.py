@@ -140,7 +140,8 @@ def load_profiles(path: str | Path = PROFILES_FILE) -> dict[str, Profile]:
 def get_profile(name: str, path: str | Path = PROFILES_FILE) -> Profile:
     profiles = load_profiles(path)
     if name not in profiles:
-        raise CourseError(f"unknown profile {name!r}; available profiles: {', '.join(profiles)}")
+        raise CourseError(f"unknown profile {name!r}; available profiles: {', '.join(profiles)}"
+                          f"{_did_you_mean(name, list(profiles))}")
     return profiles[name]
 
 

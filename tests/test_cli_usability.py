@@ -195,7 +195,7 @@ def test_an_unknown_set_name_gets_a_did_you_mean(tmp_path, capsys):
 def test_an_unknown_profile_gets_a_did_you_mean(tmp_path, capsys):
     assert cli.main(["course", "--profile", "toy-cpi", "--out", str(tmp_path / "o"), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "unknown profile 'toy-cpi'" in err and "toy-cpu" in err
+    assert "unknown profile 'toy-cpi'" in err and "did you mean 'toy-cpu'" in err
 
 
 # --------------------------------------------------------------------------------------------------
