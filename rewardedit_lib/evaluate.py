@@ -41,7 +41,8 @@ from .formats import (EDIT_TYPES, PERFECT_FEEDBACK, PERSPECTIVES, BenchItem, Dat
 from .judge.client import AnswerCache, JudgeClient, judge_many, run_sync
 from .judge.paper_protocol import judge_arguments
 from .judge.server import DEFAULT_MODEL as TOY_JUDGE_MODEL
-from .pipeline import DEFAULT_REWARD_TEXT, LOW_REWARD_TEXT, LOW_SCORES, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
+from .guidance import LOW_REWARD_TEXT, LOW_SCORES
+from .pipeline import DEFAULT_REWARD_TEXT, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
 
 #: The paper's Table 1 (Real-Edit, GPT-4o judge), as reported: printed beside the toy results for
 #: reference, never mixed with them. Following is a yes-rate (%), preserving and quality mean scores (0-5).
@@ -66,7 +67,7 @@ class EditSettings:
     reward_text: str | None = DEFAULT_REWARD_TEXT
     reward_guidance_scale: float = 0.0
     #: what reward guidance pushes away from: "low" rewards, or rewards "unknown" (a model trained with
-    #: reward dropout; see :mod:`~rewardedit_lib.pipeline`)
+    #: reward dropout; see :mod:`~rewardedit_lib.guidance`)
     reward_guidance_contrast: str = "low"
     eta: float = 0.0  # fresh noise per DDIM step (1 = ancestral); schedulers without the parameter ignore it
     resolution: int | None = None  # None: the pipeline's default (512 for sd15, the image's size for toy)
@@ -566,7 +567,7 @@ def knob_slug(scores: Sequence[float]) -> str:
 def knob_settings(low: float = 0.0) -> dict[str, dict[str, Any]]:
     """The knob's rewards: ``"high"`` -- (5, 5, 5) with :data:`~rewardedit_lib.pipeline.DEFAULT_REWARD_TEXT`,
     exactly what :func:`evaluate` asks for -- and, per perspective, its score at ``low`` with its failure
-    sentence of :data:`~rewardedit_lib.pipeline.LOW_REWARD_TEXT`, the other two at 5 with the perfect-score
+    sentence of :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`, the other two at 5 with the perfect-score
     feedback. ``{name: {"reward_scores": (f, p, q), "reward_text": str}}``."""
     if not 0 <= float(low) < PERFECT_SCORES[0]:
         raise ValueError(f"low={low}: the knob's low score must be in [0, {PERFECT_SCORES[0]:g})")

@@ -4,22 +4,13 @@ Why a subclass of ``StableDiffusionInstructPix2PixPipeline``: loading, saving, d
 image processor and the prompt checks are diffusers' own; only the denoising loop changes, because every
 UNet call now also carries rewards. What the paper does at inference (and what the defaults do):
 
-* Euler-ancestral, 30 steps, text guidance 7.5, image guidance 1.5 (diffusers' formula)::
-
-      eps = eps(uncond) + g_text * (eps(full) - eps(image only)) + g_image * (eps(image only) - eps(uncond))
-
-  where *full* = instruction + source image, *image only* = empty instruction + source image, *uncond* =
-  empty instruction + zero image;
+* Euler-ancestral, 30 steps, text guidance 7.5, image guidance 1.5 (diffusers' formula, in
+  :mod:`~rewardedit_lib.guidance`);
 * the same rewards in all three branches: scores (5, 5, 5) and, as feedback text, the sentence the training
   data uses for a perfect score (``"There are no noticeable negative aspects."`` three times, joined by
   "; ") -- not the reference code's ``"None; None; None"``, a text the model never saw in training.
 
-Beyond the paper, optional **reward guidance** (``reward_guidance_scale`` > 0; default 0 = off): one more
-branch, *full* with contrast rewards, and the term ``+ s * (eps(full) - eps(full, contrast))`` pushes the
-sample away from the contrast. Two contrasts: low rewards (scores (0, 0, 0) and a feedback text naming
-failures: what a bad edit looks like, scores the toy data never has for preserving and quality), or rewards
-*unknown* (``low_reward_scores=None``; for a model trained with reward dropout: the average edit of the
-training data, flaws included -- the classifier-free guidance of the rewards themselves).
+Beyond the paper, optional **reward guidance** (:mod:`~rewardedit_lib.guidance`; default off).
 
 Two configs, one pipeline: ``sd15`` denoises VAE latents (64 x 64 for a 512 px image); ``toy`` has no VAE
 and denoises pixels directly (the "latents" are the image in [-1, 1], the source image is concatenated as
@@ -54,21 +45,16 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import hub, models, text
+from .guidance import (DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, LOW_REWARD_TEXT, LOW_SCORES, Branch,
+                       combine_noise, guidance_branches)
 from .formats import PERFECT_FEEDBACK
 from .reward import REWARD_SUBFOLDER, RewardEncoder, RewardUNet
 
 #: The feedback text for a perfect score, as the training data writes it (the default ``reward_text``).
 DEFAULT_REWARD_TEXT = "; ".join([PERFECT_FEEDBACK] * 3)
 PERFECT_SCORES: tuple[float, float, float] = (5.0, 5.0, 5.0)
-#: Reward guidance's contrast: low scores and a feedback text that names a failure in every perspective.
-LOW_SCORES: tuple[float, float, float] = (0.0, 0.0, 0.0)
-LOW_REWARD_TEXT = "; ".join([
-    "The instruction was not followed.",
-    "The unrelated details were changed.",
-    "The image has obvious artifacts, noise and blur.",
-])
-#: The paper's inference settings.
-DEFAULT_STEPS, DEFAULT_TEXT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE = 30, 7.5, 1.5
+#: The paper's number of denoising steps (its guidance scales: :mod:`~rewardedit_lib.guidance`).
+DEFAULT_STEPS = 30
 
 #: Noise schedules. sd15: Stable Diffusion's own (what its UNet was trained with). toy: the DDPM linear
 #: schedule, made for pixel space, with the UNet predicting the clean image ("sample") instead of the
@@ -89,43 +75,6 @@ SD15_VAE_CONFIG: dict[str, Any] = dict(
 )
 #: sd15 edits at 512 px (the paper); the toy world keeps its images' own size (32 px).
 DEFAULT_RESOLUTION: dict[str, int | None] = {"sd15": 512, "toy": None}
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One classifier-free-guidance branch: which conditions its UNet call gets."""
-
-    name: str
-    instruction: bool  # the instruction (else the empty text)
-    image: bool  # the source image (else zeros)
-    rewards: str  # "requested" | "low"
-
-
-def guidance_branches(guidance_scale: float = DEFAULT_TEXT_GUIDANCE,
-                      image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
-                      reward_guidance_scale: float = 0.0) -> tuple[Branch, ...]:
-    """The UNet branches one denoising step runs, in batch order (diffusers' rule for when guidance is on:
-    ``guidance_scale > 1 and image_guidance_scale >= 1``)."""
-    branches = [Branch("full", True, True, "requested")]
-    if guidance_scale > 1.0 and image_guidance_scale >= 1.0:
-        branches += [Branch("image only", False, True, "requested"), Branch("uncond", False, False, "requested")]
-    if reward_guidance_scale != 0:
-        branches.append(Branch("full, low rewards", True, True, "low"))
-    return tuple(branches)
-
-
-def combine_noise(preds: dict[str, torch.Tensor], guidance_scale: float, image_guidance_scale: float,
-                  reward_guidance_scale: float = 0.0) -> torch.Tensor:
-    """The guided noise from the branch predictions (keyed by :class:`Branch` names)."""
-    full = preds["full"]
-    if "uncond" in preds:
-        uncond, image = preds["uncond"], preds["image only"]
-        eps = uncond + guidance_scale * (full - image) + image_guidance_scale * (image - uncond)
-    else:
-        eps = full
-    if "full, low rewards" in preds:
-        eps = eps + reward_guidance_scale * (full - preds["full, low rewards"])
-    return eps
 
 
 @dataclass

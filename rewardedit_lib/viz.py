@@ -596,7 +596,7 @@ def ablation_table(grids: Mapping[str, Mapping[tuple[str, str], Mapping[str, int
 
 def branch_table(branches) -> str:
     """What each classifier-free-guidance branch of one denoising step is conditioned on
-    (:func:`pipeline.guidance_branches`)."""
+    (:func:`guidance.guidance_branches`)."""
     rows = [[b.name, "instruction" if b.instruction else '"" (empty)', "source" if b.image else "zeros",
              "requested" if b.rewards == "requested" else "low (0, 0, 0)"] for b in branches]
     return text_table(rows, ["branch", "text", "image", "rewards"], "UNet branches of one denoising step")

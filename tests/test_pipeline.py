@@ -17,7 +17,8 @@ from PIL import Image
 
 from rewardedit_lib import models, pipeline, text, toyworld
 from rewardedit_lib.formats import Rewards
-from rewardedit_lib.pipeline import LOW_REWARD_TEXT, RewardEditPipeline
+from rewardedit_lib.guidance import LOW_REWARD_TEXT
+from rewardedit_lib.pipeline import RewardEditPipeline
 from rewardedit_lib.reward import RewardEncoder
 
 STEPS = 2
