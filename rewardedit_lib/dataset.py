@@ -12,7 +12,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .formats import EDIT_TYPES, MAX_SCORE, PERFECT_FEEDBACK, PERSPECTIVES, Triplet
+from .formats import EDIT_TYPES, MAX_SCORE, PERFECT_FEEDBACK, PERSPECTIVES, Rewards, Triplet
+from .guidance import LOW_REWARD_TEXT
 
 UNKNOWN_TYPE = "unknown"  # real InstructPix2Pix data carries no edit type
 
@@ -110,6 +111,25 @@ def failure_phrases(triplets: Iterable[Triplet], top: int = 10) -> dict[str, lis
                 if n and n != perfect and n not in ("none", "n/a"):
                     counters[p][n] += 1
     return {p: c.most_common(top) for p, c in counters.items()}
+
+
+def common_failure_text(rewards: Iterable[Rewards]) -> str:
+    """The most frequent failure sentence of each perspective (score below 5), joined by "; ": what a
+    model trained on these rewards has heard most often when a perspective failed.
+
+    Why: the reward knob and low-reward guidance ask a model for low rewards, and a model conditioned on
+    feedback text hears them only in words it was trained on (a generic "The unrelated details were
+    changed." never occurs in toy data). Exact sentences, not :func:`normalise_phrase`'s kinds: the text
+    encoder reads the sentence itself. A perspective without failures keeps the generic sentence of
+    :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`; ties go to the sentence seen first.
+    """
+    counters = [Counter() for _ in PERSPECTIVES]
+    for r in rewards:
+        for c, score, fb in zip(counters, r.scores, r.feedbacks):
+            if score < MAX_SCORE and fb.strip() and normalise_phrase(fb) != normalise_phrase(PERFECT_FEEDBACK):
+                c[fb.strip()] += 1
+    generic = LOW_REWARD_TEXT.split("; ")
+    return "; ".join(c.most_common(1)[0][0] if c else g for c, g in zip(counters, generic))
 
 
 def truth_failure_kinds(truth: Mapping[str, dict], top: int = 10) -> dict[str, list[tuple[str, int]]]:

@@ -564,15 +564,17 @@ def knob_slug(scores: Sequence[float]) -> str:
     return "-".join(f"{_KNOB_SHORT[p]}{_num(s)}" for p, s in zip(PERSPECTIVES, scores))
 
 
-def knob_settings(low: float = 0.0) -> dict[str, dict[str, Any]]:
+def knob_settings(low: float = 0.0, failure_text: str = LOW_REWARD_TEXT) -> dict[str, dict[str, Any]]:
     """The knob's rewards: ``"high"`` -- (5, 5, 5) with :data:`~rewardedit_lib.pipeline.DEFAULT_REWARD_TEXT`,
     exactly what :func:`evaluate` asks for -- and, per perspective, its score at ``low`` with its failure
-    sentence of :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`, the other two at 5 with the perfect-score
-    feedback. ``{name: {"reward_scores": (f, p, q), "reward_text": str}}``."""
+    sentence of ``failure_text`` (three sentences joined by "; "; the model's own, its
+    :attr:`~rewardedit_lib.pipeline.RewardEditPipeline.low_reward_text`, in :func:`reward_knob`), the other
+    two at 5 with the perfect-score feedback. ``{name: {"reward_scores": (f, p, q), "reward_text": str}}``."""
     if not 0 <= float(low) < PERFECT_SCORES[0]:
         raise ValueError(f"low={low}: the knob's low score must be in [0, {PERFECT_SCORES[0]:g})")
-    sentences = LOW_REWARD_TEXT.split("; ")
-    assert len(sentences) == len(PERSPECTIVES), LOW_REWARD_TEXT
+    sentences = failure_text.split("; ")
+    if len(sentences) != len(PERSPECTIVES):
+        raise ValueError(f"failure_text={failure_text!r}: expected {len(PERSPECTIVES)} sentences joined by '; '")
     out: dict[str, dict[str, Any]] = {"high": {"reward_scores": tuple(PERFECT_SCORES), "reward_text": DEFAULT_REWARD_TEXT}}
     for k, p in enumerate(PERSPECTIVES):
         scores = tuple(float(low) if j == k else PERFECT_SCORES[j] for j in range(len(PERSPECTIVES)))
@@ -673,7 +675,8 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
     """The reward knob: does a multi-reward model obey the rewards it is asked for, on images it never saw?
 
     For each perspective the model edits the benchmark with that perspective's requested score at ``low``
-    (and its failure sentence of ``LOW_REWARD_TEXT``), the other two at 5 with the perfect-score feedback;
+    (and the model's failure sentence for it: its training data's most frequent, recorded with the model, else
+    ``LOW_REWARD_TEXT``'s), the other two at 5 with the perfect-score feedback;
     and once at (5, 5, 5) with the default feedback text (:func:`knob_settings`). Every edit is judged as in
     :func:`evaluate`. The knob of a perspective is its yes-rate at 5 minus its yes-rate at ``low``, with the
     paired-bootstrap 95% interval of that per-edit difference (:func:`paired_difference`): the same item and
@@ -695,7 +698,7 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
         raise ValueError(f"the reward knob sets the rewards itself; drop {clash} from changes")
     if seed is not None:
         changes["seed"] = seed
-    wanted = knob_settings(low)
+    knob_settings(low)  # a bad low score is refused before the model loads
     items = _bench_items(bench_dir, limit)
     pipe = load_model(model, device)
     model_id = _model_id(model)
@@ -703,6 +706,7 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
         raise ValueError(f"the reward knob needs a multi-reward model (one conditioned on rewards); "
                          f"{model if not isinstance(model, RewardEditPipeline) else 'this pipeline'} reads no "
                          f"rewards (a no-reward baseline?)")
+    wanted = knob_settings(low, pipe.low_reward_text)
     out = Path(out_dir)
     folders = {name: out / knob_slug(w["reward_scores"]) for name, w in wanted.items()}
     if high_dir is not None:

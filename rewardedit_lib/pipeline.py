@@ -153,10 +153,12 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     stock ``UNet2DConditionModel``), ``scheduler``, ``reward_encoder`` (``None`` for stage 1). Call it as
     diffusers' pipeline, plus ``reward_scores``, ``reward_text`` and ``reward_guidance_scale``.
 
-    Two settings travel with a model (in ``model_index.json``): ``default_resolution`` and
+    Three settings travel with a model (in ``model_index.json``): ``default_resolution``;
     ``default_reward_text``, the feedback text used when a call passes none (``None``: the training data's
     perfect-score sentence; the reference's weights record the ``"None; None; None"`` they were evaluated
-    with). Every latent-space (sd15) pipeline samples with Euler-ancestral, the paper's sampler, on the noise
+    with); and ``failure_reward_text``, the failure sentence its training data uses most in each perspective
+    (recorded by the trainer; ``None``: the generic :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`), which
+    the reward knob and low-reward guidance ask for: a model hears low rewards in the words it was trained on. Every latent-space (sd15) pipeline samples with Euler-ancestral, the paper's sampler, on the noise
     schedule of the scheduler it was given: a model trained from an SD 1.5 folder would otherwise keep that
     folder's PNDM. Assign ``pipe.scheduler`` after construction to sample otherwise on purpose.
     """
@@ -167,14 +169,15 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     def __init__(self, vae: AutoencoderKL | None, text_encoder, tokenizer, unet: UNet2DConditionModel, scheduler,
                  reward_encoder: RewardEncoder | None = None, safety_checker=None, feature_extractor=None,
                  image_encoder=None, requires_safety_checker: bool = False, default_resolution: int | None = None,
-                 default_reward_text: str | None = None):
+                 default_reward_text: str | None = None, failure_reward_text: str | None = None):
         if vae is not None:
             scheduler = paper_sampler(scheduler)
         super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                          safety_checker=safety_checker, feature_extractor=feature_extractor,
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
         self.register_modules(reward_encoder=reward_encoder)
-        self.register_to_config(default_resolution=default_resolution, default_reward_text=default_reward_text)
+        self.register_to_config(default_resolution=default_resolution, default_reward_text=default_reward_text,
+                                failure_reward_text=failure_reward_text)
         if vae is None:  # pixel space: one "latent" pixel per image pixel, values in [-1, 1]
             self.vae_scale_factor = 1
             self.image_processor = VaeImageProcessor(vae_scale_factor=1)
@@ -196,6 +199,12 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         """The feedback text a call without ``reward_text`` feeds: the model's recorded default, else the
         training data's perfect-score sentence (:data:`DEFAULT_REWARD_TEXT`)."""
         return getattr(self.config, "default_reward_text", None) or DEFAULT_REWARD_TEXT
+
+    @property
+    def low_reward_text(self) -> str:
+        """The feedback text of low rewards: the model's recorded ``failure_reward_text`` (its training data's
+        most frequent failure sentence per perspective, joined by "; "), else :data:`LOW_REWARD_TEXT`."""
+        return getattr(self.config, "failure_reward_text", None) or LOW_REWARD_TEXT
 
     @property
     def uses_rewards(self) -> bool:
@@ -240,7 +249,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                            reward_text: str | Sequence[str] | None = None, *,
                            guidance_scale: float = DEFAULT_TEXT_GUIDANCE,
                            image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE, reward_guidance_scale: float = 0.0,
-                           low_reward_scores=LOW_SCORES, low_reward_text: str | Sequence[str] = LOW_REWARD_TEXT,
+                           low_reward_scores=LOW_SCORES, low_reward_text: str | Sequence[str] | None = None,
                            negative_prompt: str | list[str] | None = None, num_images_per_prompt: int = 1,
                            prompt_embeds: torch.Tensor | None = None, resolution: int | None = None,
                            height: int | None = None, width: int | None = None) -> EditConditions:
@@ -291,7 +300,8 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                     known = torch.cat([torch.full((batch * n,), float(b.rewards != "low"), device=device)
                                        for b in branches])
                 else:
-                    low_scores, low_texts = self.encode_rewards(low_reward_scores, low_reward_text, batch, device)
+                    low_texts = self.low_reward_text if low_reward_text is None else low_reward_text
+                    low_scores, low_texts = self.encode_rewards(low_reward_scores, low_texts, batch, device)
 
         parts: dict[str, list[torch.Tensor]] = {"p": [], "i": [], "s": [], "t": []}
         for b in branches:
@@ -333,7 +343,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                  reward_text: str | Sequence[str] | None = None, num_inference_steps: int = DEFAULT_STEPS,
                  guidance_scale: float = DEFAULT_TEXT_GUIDANCE, image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
                  reward_guidance_scale: float = 0.0, low_reward_scores=LOW_SCORES,
-                 low_reward_text: str | Sequence[str] = LOW_REWARD_TEXT, negative_prompt: str | list[str] | None = None,
+                 low_reward_text: str | Sequence[str] | None = None, negative_prompt: str | list[str] | None = None,
                  num_images_per_prompt: int = 1, eta: float = 0.0,
                  generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
                  prompt_embeds: torch.Tensor | None = None, resolution: int | None = None, height: int | None = None,
@@ -346,7 +356,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         ``reward_scores``: three scores (following, preserving, quality), or one triple per prompt; floats
         are allowed; ``None`` = rewards unknown (meaningful for a model trained with reward dropout). ``reward_text``: the feedback text (default:
         :attr:`inference_reward_text`), one string or one per prompt. ``reward_guidance_scale`` > 0 adds the contrast branch:
-        ``low_reward_scores`` / ``low_reward_text``, or rewards unknown where ``low_reward_scores`` is ``None``. ``resolution``: edit size (InstructPix2Pix's rule,
+        ``low_reward_scores`` / ``low_reward_text`` (default :attr:`low_reward_text`), or rewards unknown where ``low_reward_scores`` is ``None``. ``resolution``: edit size (InstructPix2Pix's rule,
         longer side about this many pixels); ``None`` = the pipeline's default (512 for sd15, the image's own
         size for toy); ``height`` / ``width`` set it exactly. ``output_type``: "pil", "np", "pt" or "latent".
         The same ``generator`` gives the same images.

@@ -311,6 +311,31 @@ def test_the_knob_reuses_a_high_dir_and_its_settings_file_still_protects_it(mode
                       progress=False)
 
 
+def test_the_knob_asks_for_low_rewards_in_the_models_own_failure_words(bench, tmp_path):
+    """A model that records its training data's failure sentences (``failure_reward_text``) is asked for a low
+    score with them: the knob's low folders carry those sentences, and it survives save / load."""
+    from rewardedit_lib import dataset
+    from rewardedit_lib.formats import PERFECT_FEEDBACK, Reward, Rewards
+
+    def rewards_of(*pairs):
+        return Rewards(*(Reward(s, f) for s, f in pairs))
+
+    rewards = [rewards_of((1, "The square vanished."), (2, "The background colour changed."), (5, PERFECT_FEEDBACK)),
+               rewards_of((0, "Nothing was done."), (2, "The background colour changed."), (5, PERFECT_FEEDBACK)),
+               rewards_of((0, "Nothing was done."), (3, "The red circle turned blue."), (5, PERFECT_FEEDBACK))]
+    words = dataset.common_failure_text(rewards)
+    assert words.split("; ") == ["Nothing was done.", "The background colour changed.",
+                                 "The image has obvious artifacts, noise and blur."]  # no quality failure: generic
+    pipe = toy_pipeline(seed=0)
+    pipe.register_to_config(failure_reward_text=words)
+    pipe.save_pretrained(tmp_path / "m")
+    rep = E.reward_knob(tmp_path / "m", bench, tmp_path / "k", changes=KNOB_CHANGES, limit=2, n_boot=20, progress=False)
+    for k, p in enumerate(("following", "preserving", "quality")):
+        assert _settings_of(rep.settings[p]["folder"])["reward_text"].split("; ")[k] == words.split("; ")[k]
+    with pytest.raises(ValueError, match="3 sentences"):
+        E.knob_settings(0, "only one sentence")
+
+
 def test_the_knob_refuses_a_model_without_rewards_by_name(bench, tmp_path):
     plain = tmp_path / "baseline-model"
     toy_pipeline(seed=0, rewards="none").save_pretrained(plain)
