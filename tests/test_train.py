@@ -61,6 +61,36 @@ def test_presets_and_unknown_settings():
         T.preset("toy-cpu", learning_rate=1.0)
 
 
+def test_every_yaml_preset_builds_a_valid_config_of_the_fields_types():
+    """The presets live in profiles/train_presets.yaml: each builds a TrainConfig (validated as it is made)
+    whose values have the types of TrainConfig's defaults (a YAML ``3e-4`` would be a string)."""
+    import yaml
+    from dataclasses import fields
+
+    names = list(yaml.safe_load(T.PRESETS_FILE.read_text()))
+    assert names == list(T.PRESETS) and {"toy-cpu", "toy-gpu", "toy-stage1", "sd15", "sd15-t4"} <= set(names)
+    for name in names:
+        config = T.preset(name)
+        for f in fields(T.TrainConfig):
+            value = getattr(config, f.name)
+            if value is not None and f.default is not None:
+                assert type(value) is type(f.default), (name, f.name, value)
+        assert {k: getattr(config, k) for k in T.PRESETS[name]} == T.PRESETS[name]
+
+
+def test_a_presets_file_with_an_unknown_field_or_a_string_number_is_refused(tmp_path):
+    path = tmp_path / "presets.yaml"
+    path.write_text("mine:\n  model: toy\n  learning_rate: 1.0e-3\n")
+    with pytest.raises(ValueError, match="'mine' has unknown training setting.*learning_rate"):
+        T.load_presets(path)
+    path.write_text("mine:\n  model: toy\n  lr: 3e-4\n")  # YAML reads 3e-4 as a string
+    with pytest.raises(ValueError, match=r"mine\.lr = '3e-4' is a string"):
+        T.load_presets(path)
+    path.write_text("mine:\n  reward_lr_scale: 10\n  lr: 3.0e-4\n")
+    assert T.load_presets(path) == {"mine": {"reward_lr_scale": 10.0, "lr": 3e-4}}
+    assert type(T.load_presets(path)["mine"]["reward_lr_scale"]) is float
+
+
 # -- the per-step plan ----------------------------------------------------------------------------
 def test_example_order_is_a_seeded_permutation_per_epoch():
     order = T.example_order(10, seed=1, start=0, count=30)

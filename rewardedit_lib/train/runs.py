@@ -1,0 +1,73 @@
+"""Run folders the course can call again: :func:`ensure_trained` trains, reuses or resumes, by what the
+folder's ``run.json`` records.
+
+Why: a notebook cell that trains must cost nothing when run again, pick up where an interrupted course
+stopped (a Colab session ends on the clock), and never overwrite a folder that holds a different run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from ..formats import atomic_write_text
+from .checkpoints import MODEL_SUBDIR, list_checkpoints
+from .config import TrainConfig
+from .errors import TimeLimitReached, TrainingError
+from .metrics import SUMMARY_FILE, read_metrics, read_summary
+from .trainer import TrainResult, train
+
+RUN_FILE = "run.json"
+
+
+def _defaults_json() -> dict[str, Any]:
+    """TrainConfig's field defaults as run.json holds them."""
+    return json.loads(json.dumps({f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}))
+
+
+def _run_record(config: TrainConfig, data_dir: str | Path, rewards_path: str | Path | None) -> dict[str, Any]:
+    """What ``run.json`` records of a run: its config and its (absolute) data and rewards paths."""
+    return {**config.to_json(), "data_dir": str(Path(data_dir).resolve()),
+            "rewards_path": str(Path(rewards_path).resolve()) if rewards_path else None}
+
+
+def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Path,
+                   rewards_path: str | Path | None = None, progress: bool = True,
+                   step_callback: Callable[[int, dict], None] | None = None,
+                   time_limit_s: float | None = None) -> TrainResult:
+    """Train, unless ``out_dir`` already holds this exact run: then return it (a finished run) or resume its
+    latest checkpoint (an interrupted one). A folder holding a *different* run is an error, never overwritten.
+    What notebooks call, so re-running a course cell costs nothing and an interrupted course picks up.
+
+    ``time_limit_s`` (a Colab session ends on the clock): train at most that long, then save and raise
+    :class:`TimeLimitReached`; with no time left (``<= 0``) an unfinished run raises before loading."""
+    out = Path(out_dir)
+    record = json.loads(json.dumps(_run_record(config, data_dir, rewards_path)))  # as run.json reads back (tuples: lists)
+    marker = out / RUN_FILE
+    if marker.exists():
+        old = json.loads(marker.read_text())
+        # a setting added to TrainConfig after that run was recorded counts as its default there
+        old = {**{k: v for k, v in _defaults_json().items() if k in record and k not in old}, **old}
+        if old != record:
+            diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise TrainingError(f"{out} holds another run (differs in {', '.join(diff)}); use another out_dir")
+        summary = out / SUMMARY_FILE
+        s = json.loads(summary.read_text()) if summary.exists() else {}
+        if s.get("steps") == config.max_steps and (out / MODEL_SUBDIR / "model_index.json").exists():
+            return TrainResult(out, out / MODEL_SUBDIR, s["steps"], s["wall_s"], s["images_per_s"], s["final_loss"],
+                               s.get("resumed_from", 0), read_metrics(out))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps(record, indent=1))
+    resume = "latest" if list_checkpoints(out) else None
+    again = "run the same cell again (same out_dir and settings) to resume from step"
+    if time_limit_s is not None and time_limit_s <= 0:
+        done = read_summary(out).get("steps", 0)
+        raise TimeLimitReached(f"{out}: no training time left (time_limit); {again} {done}")
+    result = train(config, data_dir, out, rewards_path, resume=resume, progress=progress, step_callback=step_callback,
+                   time_limit_s=time_limit_s)
+    if result.steps < config.max_steps:
+        raise TimeLimitReached(f"{out}: the time limit of {time_limit_s:.0f} s stopped training at step "
+                               f"{result.steps} of {config.max_steps}; the checkpoint is saved: {again} {result.steps}")
+    return result
