@@ -139,6 +139,13 @@ def test_stage2_from_stage1_adds_rewards_and_starts_where_stage1_ended(data, tmp
     assert trainer.data.scores.shape == (16, 3) and trainer.data.pooled is not None
     res = T.train(cfg, d, tmp_path / "s2b", rewards, progress=False)
     assert (res.model_dir / "reward_encoder" / "config.json").exists()
+    # the model records its data's most frequent failure sentence per perspective (what the knob asks with)
+    from rewardedit_lib import dataset, formats
+    from rewardedit_lib.pipeline import RewardEditPipeline
+
+    recorded = RewardEditPipeline.from_pretrained(res.model_dir).low_reward_text
+    assert recorded == dataset.common_failure_text(formats.read_rewards(rewards).items.values())
+    assert json.loads((s1.model_dir / "model_index.json").read_text()).get("failure_reward_text") is None
 
 
 def test_reward_lr_scale_gives_the_new_reward_modules_their_own_learning_rate(data, tmp_path):

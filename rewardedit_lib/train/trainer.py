@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from .. import memory, runtime
+from .. import dataset, memory, runtime
 from ..formats import atomic_write_text
 from ..pipeline import SAMPLER_ETA, RewardEditPipeline
 from ..precision import MasterWeights
@@ -321,6 +321,9 @@ class Trainer:
         pipe = RewardEditPipeline.from_model(self.raw_model, self.comp.tokenizer, self.comp.text_encoder,
                             type(self.comp.scheduler).from_config(self.comp.scheduler.config), self.comp.vae,
                             self.config.model)
+        if self.config.uses_rewards:  # the knob and low-reward guidance ask this model in its data's own words
+            pipe.register_to_config(failure_reward_text=dataset.common_failure_text(
+                t.rewards for t in self.data.triplets if t.rewards is not None))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
