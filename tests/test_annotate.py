@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -128,10 +129,11 @@ def test_kill_9_mid_run_then_rerun_annotates_every_folder_once_and_resends_only_
     assert sent_after == total - recorded, msg
     assert sent_after <= (total - sent_before) + concurrency, msg
     check_complete_output(out, folders)
-    recs, bad = read_jsonl(default_paths(out)["cache"])
-    keys = [r["key"] for r in recs]
+    with AnswerCache(default_paths(out)["cache"]) as cache:
+        keys = [r["key"] for r in cache.records()]
     assert len(keys) == total == len(set(keys)), msg  # no answer paid for twice
-    assert bad <= 1  # at most the line torn by the kill
+    with sqlite3.connect(default_paths(out)["cache"]) as con:  # the kill tore nothing (sqlite: no torn lines)
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     journal, jbad = read_jsonl(default_paths(out)["journal"])
     assert jbad <= 1 and [r["event"] for r in journal].count("run_start") == 2
     assert [r["event"] for r in journal][-1] == "run_end"
@@ -253,22 +255,29 @@ def test_the_default_judge_is_a_local_toy_server_started_for_the_run(dataset, tm
     assert rep.prompt_tokens > 0 and rep.completion_tokens > 0  # from the server's usage
 
 
-def test_a_torn_last_line_in_the_cache_and_the_journal_is_ignored(dataset, tmp_path):
+def test_a_torn_last_line_in_an_old_jsonl_cache_and_in_the_journal_is_ignored(dataset, tmp_path):
+    """A course folder made by an earlier version (cache = answers.jsonl), killed in the middle of its last
+    append: the run resumes from that file and asks only the answer on the torn line again."""
     data = copy_dataset(dataset, tmp_path / "data", n=4)
     folders = [f for f, _ in read_seeds(data)]
     out = tmp_path / "out" / "rewards.json"
     paths = default_paths(out)
+    legacy = paths["cache_dir"] / "answers.jsonl"
     with ToyJudgeServer(seed=4) as srv:
         run(data, out, base_url=srv.base_url, model="toy-judge")
         n1 = served(srv)
-        for p in (paths["cache"], paths["journal"]):  # a kill in the middle of the last append
+        with AnswerCache(paths["cache_dir"]) as cache:  # the same answers, as an earlier version wrote them
+            legacy.write_text("".join(json.dumps(r) + "\n" for r in cache.records()))
+        paths["cache"].unlink()
+        for p in (legacy, paths["journal"]):  # a kill in the middle of the last append
             raw = p.read_bytes()
             p.write_bytes(raw[: len(raw) - 1 - len(raw.rstrip(b"\n").split(b"\n")[-1]) // 2])
         rep = run(data, out, base_url=srv.base_url, model="toy-judge")
         assert served(srv) - n1 == 1  # only the answer on the torn line is asked again
     assert (rep.from_cache, rep.answered) == (11, 1)
     check_complete_output(out, folders)
-    recs, bad = read_jsonl(paths["cache"])
+    with AnswerCache(paths["cache_dir"]) as cache:
+        recs, bad = cache.records(), cache.skipped_lines
     assert bad == 1 and len({r["key"] for r in recs}) == 12 == len(recs)
     journal, jbad = read_jsonl(paths["journal"])
     assert jbad == 1 and [r["event"] for r in journal].count("run_end") == 1  # the first run_end was torn

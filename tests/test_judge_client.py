@@ -504,8 +504,9 @@ def test_judge_many_caches_answers_and_a_second_run_sends_nothing(tmp_path):
     assert all(r.from_cache for r in second) and not any(r.from_cache for r in first)
     assert [r.answer for r in second] == [r.answer for r in first]
     assert isinstance(second[1].answer, prompts.Verdict) and isinstance(second[0].answer, prompts.Annotation)
-    recs, bad = read_jsonl(tmp_path / "cache" / "answers.jsonl")
-    assert len(recs) == len(requests) and bad == 0 and len({r["key"] for r in recs}) == len(requests)
+    with AnswerCache(tmp_path / "cache") as cache:
+        recs = cache.records()
+    assert len(recs) == len(requests) and len({r["key"] for r in recs}) == len(requests)
 
 
 def test_duplicate_requests_are_sent_once(tmp_path):

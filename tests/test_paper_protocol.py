@@ -21,7 +21,7 @@ from rewardedit_lib import evaluate as E
 from rewardedit_lib import toyworld
 from rewardedit_lib.cli import main
 from rewardedit_lib.judge import paper_protocol as P
-from rewardedit_lib.judge.client import AnswerCache, JudgeRequest, read_jsonl
+from rewardedit_lib.judge.client import AnswerCache, JudgeRequest
 from rewardedit_lib.judge.prompts import AnswerError
 from rewardedit_lib.judge.server import ToyJudgeServer
 from rewardedit_lib.pipeline import toy_pipeline
@@ -206,7 +206,8 @@ def test_paper_protocol_end_to_end_on_a_toy_model(toy_model, toy_bench, tmp_path
     assert summary["protocol"] == "paper"
     assert summary["judge"] == {"base_url": server.base_url, "protocol": "paper", "model": P.PAPER_JUDGE_MODEL}
     assert summary["overall"]["following"]["missing"] == 1 and summary["overall"]["following"]["n"] == n - 1
-    records, _ = read_jsonl(out / "judge" / AnswerCache.FILENAME)
+    with AnswerCache(out / "judge") as cache:
+        records = cache.records()
     assert {r["protocol"] for r in records} == {"paper"} and {r["prompt_version"] for r in records} == {
         P.PAPER_PROMPT_VERSION}
 
@@ -261,7 +262,8 @@ def test_kit_and_paper_verdicts_never_mix_in_one_cache(toy_model, toy_bench, tmp
     assert len(server.bodies) == 3 * n  # the paper answers are cached under their own keys
     again = E.evaluate(toy_model, toy_bench, out, **kw)
     assert again.rows == kit.rows  # the kit's answers are still there, and still the kit's
-    records, _ = read_jsonl(out / "judge" / AnswerCache.FILENAME)
+    with AnswerCache(out / "judge") as cache:
+        records = cache.records()
     assert sorted(r["protocol"] for r in records) == ["kit"] * 3 * n + ["paper"] * 3 * n
     # the same judgement under both protocols: different keys
     item = E._bench_items(toy_bench, 1)[0]

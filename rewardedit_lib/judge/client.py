@@ -30,22 +30,17 @@ At scale
 
 Never pay twice, never lose work: the cache
 -------------------------------------------
-The cache *is* an append-only JSON-lines journal of answers, ``<cache_dir>/answers.jsonl``: one line per valid
-answer, keyed by :func:`request_key` = sha256 of (model, prompt version, perspective, mode, image detail,
-sha256 of both images' bytes, instruction). Why this design and not sqlite or one file per answer:
+:func:`judge_many` looks every request up in an :class:`.cache.AnswerCache` (``<cache_dir>/answers.sqlite``,
+keyed by :func:`.request.request_key`) and sends only the missing ones; each new answer is committed there
+before its request releases its concurrency slot, so a kill at any instant loses at most the answers in
+flight, and resuming is running the same call again. A request that fails after all retries is *not* an
+answer, so it is not cached; the caller records it (``annotate`` writes it to the run's journal and failures
+file) and the next run asks again. Why sqlite, and how caches of earlier versions (``answers.jsonl``) are read:
+:mod:`.cache`.
 
-* an append of one line is the only write; nothing is ever rewritten, so no write can destroy an earlier
-  answer. Each batch of lines is written, flushed and ``fsync``-ed before the requests it answers release
-  their slot (group commit: one fsync serves every answer that arrived meanwhile);
-* a kill at any instant leaves at worst a torn last line; readers skip any line that is not a complete JSON
-  record, and the next writer first ends the torn line with a newline, so it can never glue onto a new record;
-* loading 60K lines (a full RewardEdit20K run) takes a second or two; the file is greppable and diffable; there are no
-  locks, WAL files or schema migrations. Two runs appending to one cache at once (``O_APPEND``, one write
-  per batch) at worst ask a question twice; the first answer for a key wins on read.
-
-Resuming is then nothing special: a run looks every request up in the cache and sends only the missing
-ones. A request that fails after all retries is *not* an answer, so it is not cached; the caller records it
-(``annotate`` writes it to the run's journal and failures file) and the next run asks again.
+The parts that do not talk to a server live in their own modules and are importable from here as before:
+:mod:`.request` (requests and their cache keys), :mod:`.pricing` (prices, estimates, usage), :mod:`.journal`
+(append-only JSON lines, durable appends) and :mod:`.cache`.
 
 :func:`judge_many` is the generic entry point (``mode="annotate"`` for training data, ``"evaluate"`` for
 Real-Edit); :mod:`.annotate` builds the RewardEdit_20K annotation run on it.
@@ -55,489 +50,50 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import inspect
-import io
-import json
 import os
 import random
 import re
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Awaitable, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar, Union
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..formats import MAX_SCORE
 from . import prompts
+from .cache import AnswerCache
+from .journal import JsonlLog, read_jsonl
+from .pricing import (
+    DEFAULT_IMAGE_TOKENS,
+    OUTPUT_TOKENS_ESTIMATE,
+    PRICES,
+    PRICES_AS_OF,
+    CostEstimate,
+    ModelPrice,
+    Usage,
+    estimate_cost,
+    estimate_request_tokens,
+    price_for,
+)
 from .prompts import Annotation, AnswerError, Verdict
+from .request import (
+    TOY_JUDGE_MODEL,
+    ImageLike,
+    JudgeRequest,
+    JudgeResult,
+    _image_bytes,  # noqa: F401 - paper_protocol imports it from here
+    request_key,
+    sha256_hex,
+)
+
+__all__ = [  # what this module offers, its own and re-exported from the modules it was split into
+    "AnswerCache", "ClientStats", "CostEstimate", "DEFAULT_IMAGE_TOKENS", "ImageLike", "JsonlLog", "JudgeClient",
+    "JudgeConfigError", "JudgeRequest", "JudgeResult", "ModelPrice", "OUTPUT_TOKENS_ESTIMATE", "PRICES",
+    "PRICES_AS_OF", "RESPONSE_FORMATS", "TOY_JUDGE_MODEL", "Usage", "estimate_cost", "estimate_request_tokens",
+    "judge_many", "price_for", "read_jsonl", "redact_url", "request_key", "run_sync", "sha256_hex",
+]
 
 T = TypeVar("T")
-#: The model name the kit's toy judge answers to (its server's default).
-TOY_JUDGE_MODEL = "toy-judge"
-
-# --------------------------------------------------------------------------------------------------
-# Prices and estimates
-# --------------------------------------------------------------------------------------------------
-#: When :data:`PRICES` was last checked against the providers' price pages. Pass ``prices=`` to override.
-PRICES_AS_OF = "2025-06"
-
-
-@dataclass(frozen=True)
-class ModelPrice:
-    """USD per million tokens, and the tokens one low-detail image is billed as (for estimates only)."""
-
-    input_per_mtok: float
-    output_per_mtok: float
-    image_tokens_low: int = 85
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
-
-
-#: Standard (non-batch) prices. gpt-4o-mini bills a low-detail image as 2833 tokens at its lower rate,
-#: so it is not 16x cheaper than gpt-4o for image judgements. Dated snapshots (``gpt-4o-2024-08-06``) use
-#: their base model's price. Azure deployments have their own names: pass ``price_model=``.
-PRICES: dict[str, ModelPrice] = {
-    "gpt-4o": ModelPrice(2.50, 10.00),
-    "gpt-4o-mini": ModelPrice(0.15, 0.60, image_tokens_low=2833),
-    "gpt-4.1": ModelPrice(2.00, 8.00),
-    "gpt-4.1-mini": ModelPrice(0.40, 1.60),
-    "gpt-4.1-nano": ModelPrice(0.10, 0.40),
-    "toy-judge": ModelPrice(0.0, 0.0, image_tokens_low=85),
-}
-#: Output tokens of one answer (a score and one sentence), for estimates.
-OUTPUT_TOKENS_ESTIMATE = 40
-#: Tokens per image when the model's price entry is unknown (OpenAI's fixed low-detail cost).
-DEFAULT_IMAGE_TOKENS = 85
-
-
-def price_for(model: str, prices: Mapping[str, ModelPrice] | None = None) -> ModelPrice | None:
-    """The price entry of ``model`` (or of its base name without a ``-YYYY-MM-DD`` suffix); None if unknown."""
-    table = PRICES if prices is None else prices
-    if model in table:
-        return table[model]
-    return table.get(re.sub(r"-\d{4}-\d{2}-\d{2}$", "", model))
-
-
-def estimate_request_tokens(perspective: str, mode: str, instruction: str,
-                            price: ModelPrice | None = None) -> tuple[int, int]:
-    """(input, output) tokens of one request: prompt text / 4 + two low-detail images, ~40 output tokens."""
-    text = prompts.system_prompt(perspective, mode) + prompts.user_text(instruction)  # type: ignore[arg-type]
-    image = price.image_tokens_low if price is not None else DEFAULT_IMAGE_TOKENS
-    return len(text) // 4 + 2 * image, OUTPUT_TOKENS_ESTIMATE
-
-
-@dataclass
-class CostEstimate:
-    """What a run will cost before it starts (requests to send x estimated tokens)."""
-
-    model: str
-    requests: int
-    cached: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None  # None: the model has no price entry
-
-    def scaled(self, requests: int) -> "CostEstimate":
-        """The same per-request estimate for ``requests`` requests (e.g. from a sample to all of RewardEdit20K)."""
-        f = requests / self.requests if self.requests else 0.0
-        cost = None if self.cost_usd is None else self.cost_usd * f
-        return CostEstimate(self.model, requests, 0, round(self.input_tokens * f), round(self.output_tokens * f), cost)
-
-    def __str__(self) -> str:
-        head = (f"estimate: {self.requests} request(s) to send to {self.model!r} ({self.cached} answered from cache), "
-                f"~{self.input_tokens:,} input + ~{self.output_tokens:,} output tokens")
-        if self.cost_usd is None:
-            return head + f"; cost UNKNOWN: no price for model {self.model!r} in the price table (pass price_model=)"
-        return head + f", ~${self.cost_usd:,.4f} at {PRICES_AS_OF} list prices"
-
-
-def estimate_cost(requests: Iterable["JudgeRequest"], model: str, *, cached: int = 0,
-                  prices: Mapping[str, ModelPrice] | None = None, price_model: str | None = None) -> CostEstimate:
-    """Estimate the tokens and cost of sending ``requests`` to ``model`` (cache hits excluded by the caller)."""
-    price = price_for(price_model or model, prices)
-    n = tin = tout = 0
-    for r in requests:
-        i, o = estimate_request_tokens(r.perspective, r.mode, r.instruction, price)
-        n, tin, tout = n + 1, tin + i, tout + o
-    cost = price.cost(tin, tout) if price is not None else None
-    return CostEstimate(model, n, cached, tin, tout, cost)
-
-
-@dataclass
-class Usage:
-    """Tokens actually billed, summed from the responses' ``usage`` (invalid answers are billed too)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    responses: int = 0
-    without_usage: int = 0  # responses that carried no usage (their tokens are unknown)
-
-    def add(self, usage: Any) -> None:
-        self.responses += 1
-        get = usage.get if isinstance(usage, dict) else (lambda k: getattr(usage, k, None))
-        pt, ct = (get("prompt_tokens"), get("completion_tokens")) if usage is not None else (None, None)
-        if not isinstance(pt, int) or not isinstance(ct, int):
-            self.without_usage += 1
-            return
-        self.prompt_tokens += pt
-        self.completion_tokens += ct
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-# --------------------------------------------------------------------------------------------------
-# Requests and their keys
-# --------------------------------------------------------------------------------------------------
-ImageLike = Union[str, os.PathLike, bytes, Any]  # a path, image-file bytes, or a PIL image
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _image_bytes(image: ImageLike) -> bytes:
-    """The bytes whose hash identifies an image: the file's bytes, given bytes, or a PIL image's PNG encoding."""
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, (str, os.PathLike)):
-        return Path(image).read_bytes()
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def _png_for_request(data: bytes) -> bytes:
-    """PNG bytes to send: PNG files travel as they are, anything else (JPEG, WebP) is re-encoded as PNG."""
-    if data.startswith(_PNG_MAGIC):
-        return data
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        buf = io.BytesIO()
-        im.convert("RGB").save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def request_key(model: str, perspective: str, mode: str, instruction: str, source_sha256: str,
-                edited_sha256: str, *, detail: str = "low", prompt_version: str | None = None,
-                protocol: str = "kit") -> str:
-    """The cache key of one judgement: any change to what is asked, or to whom, asks again.
-
-    For the kit's toy judge "whom" includes its version: a judgement cached by an older toy judge is not
-    reused after the judge changed (a hosted model's name is all the kit can know of it).
-
-    ``protocol``: whose questions these are -- ``"kit"`` (:mod:`.prompts`) or ``"paper"`` (the reference's
-    released evaluation, :mod:`.paper_protocol`). A non-kit protocol is a field of the hashed payload, so a
-    paper verdict can never be read as a kit verdict or the other way round; the kit's payload is left as it
-    was before protocols existed, so caches written then stay valid.
-    """
-    if model == TOY_JUDGE_MODEL:  # imported here: the toy judge (numpy, the toy world) is no cost to other judges
-        from .toy_judge import JUDGE_VERSION
-
-        model = f"{model}/{JUDGE_VERSION}"
-    payload = {
-        "model": model,
-        "prompt_version": prompts.PROMPT_VERSION if prompt_version is None else prompt_version,
-        "perspective": perspective,
-        "mode": mode,
-        "detail": detail,
-        "source": source_sha256,
-        "edited": edited_sha256,
-        "instruction": instruction,
-    }
-    if protocol != "kit":
-        payload["protocol"] = protocol
-    return sha256_hex(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-
-
-@dataclass
-class JudgeRequest:
-    """One judgement to make: a perspective and mode, an instruction, the source and edited images.
-
-    ``id`` is the caller's name for the item (a folder, a benchmark edit); it is not part of the cache key.
-    Images may be paths (read when needed, so 20K requests cost no memory), bytes or PIL images. The hashes
-    may be given when the caller already has them (the three perspectives of one triplet share them).
-    """
-
-    perspective: str
-    mode: str
-    instruction: str
-    source: ImageLike
-    edited: ImageLike
-    id: str = ""
-    source_sha256: str | None = None
-    edited_sha256: str | None = None
-
-    #: Whose questions: the kit's (:mod:`.prompts`). A subclass asks another protocol's questions by
-    #: overriding :meth:`key`, :meth:`messages` and :meth:`parse` (:class:`.paper_protocol.PaperRequest`).
-    protocol: ClassVar[str] = "kit"
-
-    @property
-    def prompt_version(self) -> str:
-        """The version of the questions asked, as recorded in the cache (part of :meth:`key`)."""
-        return prompts.PROMPT_VERSION
-
-    def parse(self, text: str) -> Annotation | Verdict:
-        """The validated answer in the judge's ``text``; raises :class:`.prompts.AnswerError` (then retried)."""
-        return prompts.parse_answer(text, self.mode)  # type: ignore[arg-type]
-
-    def __post_init__(self) -> None:
-        if self.mode not in prompts.MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; expected one of {', '.join(prompts.MODES)}")
-        prompts.system_prompt(self.perspective, self.mode)  # type: ignore[arg-type]  # validates perspective
-
-    def hashes(self) -> tuple[str, str]:
-        if self.source_sha256 is None:
-            self.source_sha256 = sha256_hex(_image_bytes(self.source))
-        if self.edited_sha256 is None:
-            self.edited_sha256 = sha256_hex(_image_bytes(self.edited))
-        return self.source_sha256, self.edited_sha256
-
-    def key(self, model: str, detail: str = "low") -> str:
-        src, edt = self.hashes()
-        return request_key(model, self.perspective, self.mode, self.instruction, src, edt, detail=detail)
-
-    def cheap_to_encode(self, limit: int = 1 << 16) -> bool:
-        """Both images are small PNGs: building the messages takes microseconds (no thread hop needed)."""
-        try:
-            for img in (self.source, self.edited):
-                if isinstance(img, (bytes, bytearray)):
-                    if len(img) > limit or not bytes(img[:8]) == _PNG_MAGIC:
-                        return False
-                elif isinstance(img, (str, os.PathLike)):
-                    if not str(img).lower().endswith(".png") or os.path.getsize(img) > limit:
-                        return False
-                else:
-                    return False
-        except OSError:
-            return False
-        return True
-
-    def messages(self, detail: str = "low") -> list[dict]:
-        src = _png_for_request(_image_bytes(self.source))
-        edt = _png_for_request(_image_bytes(self.edited))
-        return prompts.build_messages(self.perspective, self.mode, self.instruction, src, edt,  # type: ignore[arg-type]
-                                      detail=detail)
-
-
-@dataclass
-class JudgeResult:
-    """The outcome of one request: an answer, or the reason there is none."""
-
-    request: JudgeRequest
-    key: str
-    answer: Annotation | Verdict | None = None
-    text: str | None = None  # the judge's raw answer text
-    error: str | None = None  # why it failed; None when answered
-    attempts: int = 0  # HTTP calls made for it in this run (0 when it came from the cache)
-    from_cache: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.answer is not None
-
-
-# --------------------------------------------------------------------------------------------------
-# Append-only JSON lines
-# --------------------------------------------------------------------------------------------------
-def read_jsonl(path: str | Path) -> tuple[list[dict], int]:
-    """The records of a JSON-lines file, and how many lines were skipped (torn or not an object).
-
-    A kill during an append leaves a torn last line; it is skipped, as is any other line that does not hold
-    one complete JSON object. A missing file has no records.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    records, bad = [], 0
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            bad += 1
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
-        else:
-            bad += 1
-    return records, bad
-
-
-class JsonlLog:
-    """An append-only JSON-lines file whose appends are durable (written, flushed, fsync-ed) when they return.
-
-    Opening it ends a torn last line (left by a kill) with a newline, so a new record never glues onto it.
-    The file and its folder are created on the first append, not before.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._fh: Any = None
-        self._lock = threading.Lock()
-        self._writer: _GroupCommit | None = None
-
-    def _open(self) -> Any:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "ab")
-            size = fh.seek(0, os.SEEK_END)
-            if size:
-                with open(self.path, "rb") as r:
-                    r.seek(size - 1)
-                    if r.read(1) != b"\n":
-                        fh.write(b"\n")
-                        fh.flush()
-                        os.fsync(fh.fileno())
-            self._fh = fh
-        return self._fh
-
-    def append_many(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append records as one write and one fsync (blocking)."""
-        if not records:
-            return
-        data = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-                        for r in records)
-        with self._lock:
-            fh = self._open()
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def append_now(self, record: Mapping[str, Any]) -> None:
-        self.append_many([record])
-
-    async def append(self, record: Mapping[str, Any]) -> None:
-        """Append from async code: returns once the record is durable; concurrent appends share one fsync."""
-        loop = asyncio.get_running_loop()
-        if self._writer is None or self._writer.loop is not loop:
-            self._writer = _GroupCommit(self, loop)
-        await self._writer.append(record)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-
-
-class _GroupCommit:
-    """Batches the appends that arrive while a write+fsync is running into the next write (in a thread)."""
-
-    def __init__(self, log: JsonlLog, loop: asyncio.AbstractEventLoop):
-        self.log, self.loop = log, loop
-        self._pending: list[tuple[Mapping[str, Any], asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
-
-    async def append(self, record: Mapping[str, Any]) -> None:
-        fut = self.loop.create_future()
-        self._pending.append((record, fut))
-        if self._task is None or self._task.done():
-            self._task = self.loop.create_task(self._drain())
-        await fut
-
-    async def _drain(self) -> None:
-        # Single-threaded event loop: between the last emptiness check and this task finishing there is no
-        # await, so an append either joins a batch or sees the task done and starts a new one.
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await asyncio.to_thread(self.log.append_many, [r for r, _ in batch])
-            except BaseException as e:  # noqa: BLE001 - handed to every waiter
-                for _, f in batch:
-                    if not f.done():
-                        f.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
-                if not isinstance(e, Exception):
-                    raise
-                continue
-            for _, f in batch:
-                if not f.done():
-                    f.set_result(None)
-
-
-# --------------------------------------------------------------------------------------------------
-# The answer cache
-# --------------------------------------------------------------------------------------------------
-def _answer_from_record(mode: str, ans: dict) -> Annotation | Verdict | None:
-    """The validated answer stored in a cache record (as :mod:`.prompts` produced it), or None if it is not
-    one: a hand-edited or foreign line is asked again rather than trusted."""
-    score = ans.get("score")
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= MAX_SCORE:
-        return None
-    if mode == "annotate":
-        fb = ans.get("feedback")
-        if not isinstance(score, int) or not isinstance(fb, str) or not fb.strip():
-            return None
-        return Annotation(score, fb)
-    yes, reason = ans.get("yes"), ans.get("reason")
-    if not isinstance(yes, bool) or not isinstance(reason, str):
-        return None
-    return Verdict(yes, float(score), reason)
-
-
-class AnswerCache:
-    """Valid answers on disk, keyed by :func:`request_key`: ``<directory>/answers.jsonl`` (see module doc).
-
-    Each record: ``key``, ``model``, ``prompt_version``, ``perspective``, ``mode``, ``instruction``, the two
-    image hashes, ``answer`` (the validated fields), ``text`` (the raw answer), ``usage``, ``time``, ``run``.
-    Records are re-validated on load; one that no longer validates is ignored (and so asked again).
-    """
-
-    FILENAME = "answers.jsonl"
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.path = self.directory / self.FILENAME
-        records, self.skipped_lines = read_jsonl(self.path)
-        self._records: dict[str, dict] = {}
-        self._answers: dict[str, Annotation | Verdict] = {}
-        self.duplicate_lines = 0
-        for rec in records:
-            key, mode, ans = rec.get("key"), rec.get("mode"), rec.get("answer")
-            if not isinstance(key, str) or mode not in prompts.MODES or not isinstance(ans, dict):
-                self.skipped_lines += 1
-                continue
-            if key in self._records:
-                self.duplicate_lines += 1
-                continue
-            parsed = _answer_from_record(mode, ans)
-            if parsed is None:
-                self.skipped_lines += 1
-                continue
-            self._records[key] = rec
-            self._answers[key] = parsed
-        self._log = JsonlLog(self.path)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._records
-
-    def get(self, key: str) -> Annotation | Verdict | None:
-        return self._answers.get(key)
-
-    def record(self, key: str) -> dict | None:
-        return self._records.get(key)
-
-    async def put(self, record: dict, answer: Annotation | Verdict) -> None:
-        """Append one answer record; returns once it is durable on disk."""
-        await self._log.append(record)
-        self._records.setdefault(record["key"], record)
-        self._answers.setdefault(record["key"], answer)
-
-    def close(self) -> None:
-        self._log.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1034,10 +590,9 @@ async def judge_many(requests: Sequence[JudgeRequest], client: JudgeClient, *, c
     results: list[JudgeResult | None] = [None] * len(requests)
     todo: dict[str, list[int]] = {}
     for i, (req, key) in enumerate(zip(requests, keys)):
-        cached = cache.get(key) if cache is not None else None
-        if cached is not None:
-            rec = cache.record(key) or {}
-            results[i] = JudgeResult(req, key, answer=cached, text=rec.get("text"), from_cache=True)
+        found = cache.lookup(key) if cache is not None else None
+        if found is not None:
+            results[i] = JudgeResult(req, key, answer=found[0], text=found[1].get("text"), from_cache=True)
         else:
             todo.setdefault(key, []).append(i)
     n_cached = len(requests) - sum(len(v) for v in todo.values())
@@ -1057,7 +612,7 @@ async def judge_many(requests: Sequence[JudgeRequest], client: JudgeClient, *, c
 
     async def record(res: JudgeResult, usage: Any) -> None:
         if cache is not None:
-            await cache.put(_cache_record(client, res, usage, run_id), res.answer)  # type: ignore[arg-type]
+            await cache.put(_cache_record(client, res, usage, run_id))
 
     async def one(key: str, idxs: list[int]) -> None:
         nonlocal failed
