@@ -256,3 +256,29 @@ def test_a_course_folder_made_yesterday_resumes_without_asking_again(tmp_path):
 def test_the_module_names_its_files():
     assert AnswerCache.FILENAME == cache_mod.FILENAME == "answers.sqlite"
     assert cache_mod.LEGACY_FILENAME == "answers.jsonl"
+
+
+def test_on_a_network_or_fuse_file_system_the_cache_keeps_the_rollback_journal(tmp_path, monkeypatch):
+    """Colab's Google Drive is a FUSE mount, where sqlite's WAL (shared memory) is unsafe: there the cache
+    uses the rollback journal, leaves no -wal / -shm files, and keeps every answer across a reopen."""
+    mounts = tmp_path / "mounts"
+    drive = tmp_path / "drive" / "MyDrive"
+    drive.mkdir(parents=True)
+    mounts.write_text(f"/dev/root / ext4 rw 0 0\ndrive {tmp_path / 'drive'} fuse.drive rw 0 0\n")
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real(mounts) if str(self) == "/proc/mounts"
+                        else real(self, *a, **k))
+    assert cache_mod._mount_fstype(drive) == "fuse.drive" and cache_mod._shared_file_system(drive)
+    assert not cache_mod._shared_file_system(tmp_path / "elsewhere")
+    cache = AnswerCache(drive / "cache")
+    put_all(cache, [record(i) for i in range(5)])
+    assert cache.journal_mode == "delete"
+    assert not list((drive / "cache").glob("*-wal")) and not list((drive / "cache").glob("*-shm"))
+    cache.close()
+    again = AnswerCache(drive / "cache")
+    assert len(again) == 5 and again.get("k000003").feedback == "answer 3 by w"
+    again.close()
+    local = AnswerCache(tmp_path / "local")
+    put_all(local, [record(0)])
+    assert local.journal_mode == "wal"
+    local.close()

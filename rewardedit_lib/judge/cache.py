@@ -48,9 +48,13 @@ use it). ``AnswerCache`` accepts the path of either file as well as their folder
 ``<cache_dir>/answers.jsonl`` opens the same cache.
 
 Limits: sqlite's WAL needs shared memory and working file locks between the processes that use the file, so
-every process using one cache must run on the same machine (sqlite does not support WAL on network file
-systems). While a run writes, ``answers.sqlite-wal`` and ``-shm`` sit next to the file; they belong to it
-(copy or sync the three together, or copy after the run, when closing has folded the log into the file).
+every process using one cache must run on the same machine, and sqlite does not support WAL on network or
+FUSE file systems -- such as Google Drive mounted in Colab, where the course suggests keeping its outputs.
+There (:func:`_shared_file_system`: nfs, cifs/smb, 9p, any ``fuse.*`` mount, read from ``/proc/mounts``),
+and wherever switching to WAL fails, the cache keeps sqlite's rollback journal (``journal_mode=DELETE``,
+``synchronous=FULL``): the same guarantees against a kill, with one writer at a time. While a WAL run writes,
+``answers.sqlite-wal`` and ``-shm`` sit next to the file; they belong to it (copy or sync the three together,
+or copy after the run, when closing has folded the log into the file).
 """
 
 from __future__ import annotations
@@ -138,6 +142,49 @@ def _row(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return key, mode, _dumps(record.get("answer")), _dumps(record)
 
 
+#: File-system types on which sqlite's WAL (shared memory between processes) is not safe.
+_NO_WAL_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "fuseblk")
+
+
+def _mount_fstype(path: Path) -> str | None:
+    """The file-system type of the mount holding ``path`` (Linux ``/proc/mounts``; ``None`` elsewhere)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target, best, fstype = str(path.resolve()), -1, None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > best:
+            best, fstype = len(point), parts[2]
+    return fstype
+
+
+def _shared_file_system(path: Path) -> bool:
+    """Is ``path`` on a network or FUSE file system (Colab's Google Drive is ``fuse.drive``)?"""
+    fstype = _mount_fstype(path)
+    return fstype is not None and (fstype in _NO_WAL_FS or fstype.startswith("fuse."))
+
+
+def _set_journal(con: sqlite3.Connection, path: Path) -> str:
+    """WAL where the file system supports it, else (or if switching fails) the rollback journal; returns the
+    mode in use ("wal" or "delete")."""
+    if _shared_file_system(path.parent):
+        con.execute("PRAGMA journal_mode=DELETE")
+        return "delete"
+    try:
+        _set_wal(con)
+        return "wal"
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise
+        con.execute("PRAGMA journal_mode=DELETE")
+        return "delete"
+
+
 def _set_wal(con: sqlite3.Connection) -> None:
     """Put the file in WAL mode (once per file: the mode is stored in it).
 
@@ -186,6 +233,8 @@ class AnswerCache:
         self._lock = threading.Lock()
         self._con: sqlite3.Connection | None = None
         self._writer: GroupCommit | None = None
+        #: "wal", or "delete" (the rollback journal) on a network / FUSE file system; None until first opened
+        self.journal_mode: str | None = None
         if self.legacy_path.exists():
             with self._lock:
                 self._import_legacy(self._connect())
@@ -274,7 +323,7 @@ class AnswerCache:
             # check_same_thread=False: commits run in a worker thread (GroupCommit); _lock serialises all use.
             con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             try:
-                _set_wal(con)
+                self.journal_mode = _set_journal(con, self.path)
                 con.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: durable, not just kill-safe
                 con.create_function("answer_ok", 2, _answer_ok, deterministic=True)
                 version = con.execute("PRAGMA user_version").fetchone()[0]
