@@ -100,9 +100,9 @@ def test_triplet_grid_one_row_per_edit_type_with_instructions_and_truth_flags(tr
         flawed = [p for p in PERSPECTIVES if not line[f"{p}_ok"]]
         if flawed:
             assert all(line[f"{p}_flaw"].replace("_", " ") in cap.get_text() for p in flawed)
-            assert cap.get_color() == viz._BAD_COLOR
+            assert cap.get_color() == viz.common._BAD_COLOR
         else:
-            assert cap.get_text() == "truth: no flaw" and cap.get_color() == viz._OK_COLOR
+            assert cap.get_text() == "truth: no flaw" and cap.get_color() == viz.common._OK_COLOR
 
 
 def test_triplet_grid_real_data_without_types_shows_one_unknown_row_with_scores(rewarded):
@@ -248,7 +248,7 @@ def test_browser_widget_filters_and_shows_the_ideal_edit(triplets, truth, monkey
 def test_browser_widget_with_rewards_filters_on_scores(rewarded, monkeypatch):
     monkeypatch.setattr(viz, "widgets_unavailable_reason", lambda: None)
     box = viz.browser(rewarded)
-    (f_type, f_persp, f_score), slider, images, info = box.children[0].children, *box.children[1:]
+    (_, f_persp, f_score), slider, _, info = box.children[0].children, *box.children[1:]
     assert f_score.description == "score" and [v for _, v in f_score.options] == [None, 0, 1, 2, 3, 4, 5]
     f_persp.value, f_score.value = "following", 5
     want = dataset.filter_indices(rewarded, perspective="following", score=5)
@@ -322,3 +322,32 @@ def test_source_code_shows_the_librarys_own_hooks():
     assert "unet.conv_in.register_forward_hook(self._inject_into_latent)" in text
     assert "self.reward.latent(h, tokens)" in text
     assert "\n    def " not in text  # dedented: a method reads as a function
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout: one module per notebook, one public name space
+# --------------------------------------------------------------------------------------------------
+def test_every_viz_function_the_notebooks_call_is_public_on_the_package():
+    """``viz.<name>`` keeps working in every notebook although the functions live in per-notebook modules."""
+    import re
+
+    used = set()
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        used |= set(re.findall(r"\bviz\.([A-Za-z_]\w*)", nb.read_text()))
+    assert used and used <= set(viz.__all__), sorted(used - set(viz.__all__))
+    assert all(hasattr(viz, name) for name in viz.__all__)
+
+
+def test_viz_modules_stay_small():
+    for module in sorted((REPO / "rewardedit_lib" / "viz").glob("*.py")):
+        assert len(module.read_text().splitlines()) <= 700, module.name
+
+
+def test_the_cli_starts_without_matplotlib_or_widgets():
+    import subprocess
+    import sys
+
+    code = ("import sys, rewardedit_lib.cli; "
+            "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'rewardedit_lib.viz') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
