@@ -31,19 +31,18 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import evaluate as E
+from . import knob as K
 from . import runtime, train
 from .evaluate import markdown_table  # noqa: F401  (the notebook renders its table with it)
 from .formats import PERSPECTIVES, BenchItem
+from .reward_modes import INJECTIONS, REWARD_MODES
 
-REWARD_MODES: tuple[str, ...] = ("none", "scores", "text", "both")
-INJECTIONS: tuple[str, ...] = ("latent", "time", "both")
 GRIDS: tuple[str, ...] = ("small", "full")
 #: The small grid's sweeps: few images and few denoising steps, so sixteen reward settings and two guidance
 #: scales fit the toy-cpu course's budget (the toy model predicts the clean image: 5 DDIM steps already
 #: land close to what 20 give).
 SMALL_SWEEP_IMAGES, SMALL_SWEEP_STEPS = 1, 5
 NOT_RUN = "not run"
-_SHORT = {"following": "F", "preserving": "P", "quality": "Q"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -93,12 +92,11 @@ class Sweep:
     @property
     def slug(self) -> str:
         """A folder name that spells the setting out (so a sweep folder is never mistaken for another)."""
-        return "-".join(f"{_SHORT[p]}{_num(s)}" for p, s in zip(PERSPECTIVES, self.scores)) + f"-g{_num(self.guidance)}"
+        return f"{K.knob_slug(self.scores)}-g{_num(self.guidance)}"
 
     @property
     def label(self) -> str:
-        asked = " ".join(f"{_SHORT[p]}{_num(s)}" for p, s in zip(PERSPECTIVES, self.scores))
-        return f"asked {asked}, reward guidance {_num(self.guidance)}"
+        return f"asked {K.knob_slug(self.scores, sep=' ')}, reward guidance {_num(self.guidance)}"
 
 
 def _num(x: float) -> str:
@@ -248,13 +246,13 @@ def run_sweeps(model: str | Path, bench_dir: str | Path, sweeps_dir: str | Path,
 
 def run_knob(model: str | Path, bench_dir: str | Path, knob_dir: str | Path, *, seed: int = 0,
              steps: int | None = None, limit: int | None = None, low: float = 0.0,
-             high_dir: str | Path | None = None, batch_size: int = 64, **kwargs: Any) -> E.KnobReport:
-    """The reward knob (:func:`evaluate.reward_knob`) of the multi-reward model at notebook 05's settings (its
+             high_dir: str | Path | None = None, batch_size: int = 64, **kwargs: Any) -> K.KnobReport:
+    """The reward knob (:func:`knob.reward_knob`) of the multi-reward model at notebook 05's settings (its
     seed and steps, on the same items), into ``knob_dir/steps-<n>-seed-<s>``. ``high_dir``: 05's (5, 5, 5)
     folder of this model, reused (refused by its settings file if made otherwise). ``kwargs``: judge,
-    device, ... for :func:`evaluate.reward_knob`."""
+    device, ... for :func:`knob.reward_knob`."""
     root = Path(knob_dir) / f"steps-{steps if steps else 'default'}-seed-{seed}"
-    return E.reward_knob(model, bench_dir, root, low=low, high_dir=high_dir, changes=eval_changes(seed, steps),
+    return K.reward_knob(model, bench_dir, root, low=low, high_dir=high_dir, changes=eval_changes(seed, steps),
                          limit=limit, batch_size=batch_size, progress=False, **kwargs)
 
 
@@ -289,7 +287,7 @@ def result_rows(plan_: Plan, switch_reports: Mapping[Switch, E.EvalReport],
 
 
 TABLE_METRICS: tuple[tuple[str, str], ...] = tuple(
-    (f"{p}_{k}", f"{_SHORT[p]} {'yes %' if k == 'yes_rate' else 'score'}") for p in PERSPECTIVES
+    (f"{p}_{k}", f"{K.SCORE_LETTERS[p]} {'yes %' if k == 'yes_rate' else 'score'}") for p in PERSPECTIVES
     for k in ("yes_rate", "score"))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .reward_modes import INJECTIONS, REWARD_MODES
 
 #: How many bad records ``validate`` lists one by one (the rest are counted by kind); ``--max-problems``.
 MAX_PROBLEMS = 20
@@ -148,9 +149,11 @@ def _parse_faults(text: str | None) -> dict[str, float]:
 
 
 def _cmd_judge_server(args: argparse.Namespace) -> int:
+    from .judge.client import TOY_JUDGE_MODEL
     from .judge.server import main_serve
 
-    return main_serve(args.host, args.port, model=args.model, latency=args.latency,
+    model = TOY_JUDGE_MODEL if args.model is None else args.model
+    return main_serve(args.host, args.port, model=model, latency=args.latency,
                       fault_rates=_parse_faults(args.faults), seed=args.seed, quiet=args.quiet)
 
 
@@ -268,7 +271,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_knob(args: argparse.Namespace) -> int:
-    from .evaluate import reward_knob
+    from .knob import reward_knob
 
     knob = reward_knob(args.model, args.bench, args.out, low=args.low, high_dir=args.high_dir,
                        changes=_edit_changes(args), **_judge_kwargs(args))
@@ -400,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Stops on Ctrl-C or SIGTERM.")
     s.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    s.add_argument("--model", default="toy-judge", help="model name it answers to (default toy-judge)")
+    s.add_argument("--model", default=None,
+                   help="model name it answers to (default: the toy judge's own, printed when it starts)")
     s.add_argument("--latency", type=float, default=0.0, help="seconds added to every request (default 0)")
     s.add_argument("--faults", default=None, metavar="KIND=RATE,...",
                    help="inject faults for demos and tests, e.g. 429=0.1,500=0.05,timeout=0.05,malformed=0.05")
@@ -435,9 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rewards", type=Path, help="RewardEdit_20K.json-format rewards (stage 2 with rewards)")
     s.add_argument("--profile", default="toy-cpu", help="training preset: toy-cpu, toy-gpu, sd15, sd15-t4")
     s.add_argument("--stage", type=int, choices=(1, 2), default=2, help="1 = InstructPix2Pix, 2 = multi-reward")
-    s.add_argument("--rewards-mode", choices=("none", "scores", "text", "both"), default="both",
+    s.add_argument("--rewards-mode", choices=REWARD_MODES, default="both",
                    help="stage 2: which rewards condition the model (none = the no-reward baseline)")
-    s.add_argument("--injection", choices=("latent", "time", "both"), default=None, help="where rewards enter")
+    s.add_argument("--injection", choices=INJECTIONS, default=None, help="where rewards enter")
     s.add_argument("--init", default=None,
                    help="model folder or hub id to start from (stage 2: a stage-1 model; toy default: the "
                         "kit's bundled toy stage-1 model)")

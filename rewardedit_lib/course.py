@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from . import runtime, toyworld
-from .formats import atomic_write_text
+from .plumbing import atomic_write_json, read_json
 
 PROFILES_FILE = Path(__file__).parent / "profiles" / "profiles.yaml"
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
@@ -46,10 +46,9 @@ def record_results(notebook: str, out_dir: str | Path, **results: Any) -> dict:
     Values must be JSON-serialisable (numbers, strings, lists, dicts). Returns everything recorded so far.
     """
     path = Path(out_dir) / "results" / f"{notebook}.json"
-    have = json.loads(path.read_text()) if path.exists() else {}
+    have = read_json(path, missing={})
     have.update(results)
-    text = json.dumps(have, indent=2, sort_keys=True, default=_jsonable)
-    atomic_write_text(path, text + "\n")
+    text = atomic_write_json(path, have, indent=2, sort_keys=True, default=_jsonable)
     return json.loads(text)  # what is on disk: numpy values become plain numbers and lists
 
 
@@ -63,7 +62,7 @@ def _jsonable(obj: Any) -> Any:
 
 def read_results(out_dir: str | Path, notebook: str) -> dict:
     path = Path(out_dir) / "results" / f"{notebook}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path, missing={})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -607,7 +606,7 @@ def _execute(plan: Plan, kernel_name: str | None, log: Callable[[str], None]) ->
     def write_summary() -> None:
         summary["notebooks"] = [asdict(r) for r in runs]
         summary["total_seconds"] = round(time.perf_counter() - t_start, 2)
-        atomic_write_text(plan.out_dir / "summary.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        atomic_write_json(plan.out_dir / "summary.json", summary, indent=2, default=_jsonable)
 
     def write_report() -> None:
         from .report import build_report

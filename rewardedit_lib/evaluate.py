@@ -7,15 +7,14 @@ mean score per perspective. This module runs that protocol for any model folder 
 per-edit-type breakdown, and a paired comparison of two models on the same items (win / tie / loss, and
 the mean per-edit difference with a paired-bootstrap interval).
 
-The *reward knob* (:func:`reward_knob`) asks the question every comparison depends on: does a multi-reward
-model obey its rewards at all? It edits the benchmark asking for a low score in one perspective (the other
-two at 5) and at (5, 5, 5), and measures how far the judge's yes-rate in that perspective moves.
+The *reward knob* (:mod:`.knob`, built on this module) asks the question every comparison depends on: does a
+multi-reward model obey its rewards at all?
 
 Files in ``out_dir``::
 
     edits/<image stem>__<n>.png   the edited images (deterministic per model, item and seed)
     edits/settings.json           how they were made; a second run with other settings is refused
-    judge/answers.jsonl           the judge's answer cache (a rerun judges nothing twice)
+    judge/answers.sqlite          the judge's answer cache (a rerun judges nothing twice)
     results.jsonl                 one line per item: instruction, type, edit path, three verdicts
     summary.json                  the table (overall and per edit type) with confidence intervals, and the
                                   judging protocol (``kit`` or ``paper``: :mod:`.judge.paper_protocol`)
@@ -26,7 +25,6 @@ Resumable like annotation: edits that exist are not redone, answers in the cache
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -36,13 +34,12 @@ import numpy as np
 import torch
 
 from . import runtime
-from .formats import (EDIT_TYPES, PERFECT_FEEDBACK, PERSPECTIVES, BenchItem, DataError, atomic_write_text,
-                      read_real_edit)
-from .judge.client import AnswerCache, JudgeClient, judge_many, run_sync
+from .formats import EDIT_TYPES, PERSPECTIVES, BenchItem, DataError, read_real_edit
+from .judge.client import TOY_JUDGE_MODEL, AnswerCache, JudgeClient, judge_many, run_sync
 from .judge.paper_protocol import judge_arguments
-from .judge.server import DEFAULT_MODEL as TOY_JUDGE_MODEL
-from .guidance import LOW_REWARD_TEXT, LOW_SCORES
+from .guidance import LOW_SCORES
 from .pipeline import DEFAULT_REWARD_TEXT, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
+from .plumbing import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 #: The paper's Table 1 (Real-Edit, GPT-4o judge), as reported: printed beside the toy results for
 #: reference, never mixed with them. Following is a yes-rate (%), preserving and quality mean scores (0-5).
@@ -113,7 +110,7 @@ def load_model(model: str | Path | RewardEditPipeline, device: torch.device | st
         path = Path(model)
         index = path / "model_index.json"
         with runtime.quiet_loading():
-            if index.exists() and json.loads(index.read_text()).get("_class_name") == "RewardEditPipeline":
+            if index.exists() and read_json(index).get("_class_name") == "RewardEditPipeline":
                 kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
                 pipe = RewardEditPipeline.from_pretrained(path, **kw)
             else:
@@ -145,7 +142,7 @@ def _check_settings(path: Path, wanted: dict[str, Any], model_id: str) -> None:
     if path.exists():
         # a setting added to EditSettings after that folder was recorded counts as its default there (eta:
         # 0.0, deterministic DDIM, what such edits were made with), as ensure_trained does for TrainConfig
-        old = {**EditSettings().to_json(), **json.loads(path.read_text())}
+        old = {**EditSettings().to_json(), **read_json(path)}
         diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
         if diff:
             raise ValueError(f"{path.parent} holds edits made with other settings ({', '.join(diff)}: "
@@ -153,7 +150,7 @@ def _check_settings(path: Path, wanted: dict[str, Any], model_id: str) -> None:
                              f"use another --out, or delete that folder")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(record, indent=1))
+        atomic_write_json(path, record, indent=1, trailing_newline=False)
 
 
 def edit_benchmark(pipe: RewardEditPipeline, items: Sequence[BenchItem], out_dir: str | Path,
@@ -457,7 +454,7 @@ def read_results(out_dir: str | Path) -> list[dict]:
     path = Path(out_dir) / "results.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no evaluation results in {out_dir} (expected results.jsonl)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_dir: str | Path, *,
@@ -539,212 +536,22 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
         t1 = time.perf_counter()
         rows = judge_edits(items, job_edits, out / "judge", progress=progress, **judge)
         t2 = time.perf_counter()
-        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_jsonl(out / "results.jsonl", rows, ensure_ascii=False)
         summary = summarize(rows, n_boot=n_boot)
         summary["settings"] = s.to_json()
         summary["protocol"] = judge["protocol"]  # "kit" or "paper": numbers of the two are never comparable
         summary["judge"] = judge_record(judge)
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_json(out / "summary.json", summary, indent=1, trailing_newline=False)
         share = edit_s * needed[key] / total if total else 0.0
         reports[key] = EvalReport(out, rows, summary, s, share, t2 - t1)
     return reports
 
 
-# --------------------------------------------------------------------------------------------------
-# The reward knob: does a multi-reward model obey its rewards?
-# --------------------------------------------------------------------------------------------------
-KNOB_NAME = "knob.json"
-_KNOB_SHORT = {"following": "F", "preserving": "P", "quality": "Q"}
+def __getattr__(name: str) -> Any:
+    """``evaluate.reward_knob`` still resolves (tools/ call it so): the knob lives in :mod:`.knob`, which imports
+    this module, so the name is looked up when first used rather than imported here."""
+    if name == "reward_knob":
+        from .knob import reward_knob
 
-
-def _num(x: float) -> str:
-    return f"{float(x):g}"
-
-
-def knob_slug(scores: Sequence[float]) -> str:
-    """The folder name of a knob setting, spelling out the requested scores: ``F0-P5-Q5``."""
-    return "-".join(f"{_KNOB_SHORT[p]}{_num(s)}" for p, s in zip(PERSPECTIVES, scores))
-
-
-def knob_settings(low: float = 0.0, failure_text: str = LOW_REWARD_TEXT) -> dict[str, dict[str, Any]]:
-    """The knob's rewards: ``"high"`` -- (5, 5, 5) with :data:`~rewardedit_lib.pipeline.DEFAULT_REWARD_TEXT`,
-    exactly what :func:`evaluate` asks for -- and, per perspective, its score at ``low`` with its failure
-    sentence of ``failure_text`` (three sentences joined by "; "; the model's own, its
-    :attr:`~rewardedit_lib.pipeline.RewardEditPipeline.low_reward_text`, in :func:`reward_knob`), the other
-    two at 5 with the perfect-score feedback. ``{name: {"reward_scores": (f, p, q), "reward_text": str}}``."""
-    if not 0 <= float(low) < PERFECT_SCORES[0]:
-        raise ValueError(f"low={low}: the knob's low score must be in [0, {PERFECT_SCORES[0]:g})")
-    sentences = failure_text.split("; ")
-    if len(sentences) != len(PERSPECTIVES):
-        raise ValueError(f"failure_text={failure_text!r}: expected {len(PERSPECTIVES)} sentences joined by '; '")
-    out: dict[str, dict[str, Any]] = {"high": {"reward_scores": tuple(PERFECT_SCORES), "reward_text": DEFAULT_REWARD_TEXT}}
-    for k, p in enumerate(PERSPECTIVES):
-        scores = tuple(float(low) if j == k else PERFECT_SCORES[j] for j in range(len(PERSPECTIVES)))
-        text = "; ".join(sentences[j] if j == k else PERFECT_FEEDBACK for j in range(len(PERSPECTIVES)))
-        out[p] = {"reward_scores": scores, "reward_text": text}
-    return out
-
-
-def _verdict(ci: Sequence[float]) -> str:
-    lo, hi = ci
-    if lo > 0:
-        return "obeys"
-    if hi < 0:
-        return "reversed"
-    return "not shown" if lo == lo else "-"  # NaN: nothing judged
-
-
-@dataclass
-class KnobReport:
-    """What :func:`reward_knob` measured; ``perspectives[p]`` holds, on the items judged at both settings,
-    ``yes_rate_high`` / ``yes_rate_low`` (%), ``score_high`` / ``score_low``, ``knob`` (yes-rate at 5 minus at
-    ``low``, points), ``knob_ci`` (its paired-bootstrap 95% interval), ``score_diff`` / ``score_diff_ci``,
-    ``n`` and ``verdict`` (``obeys``: the interval lies above 0; ``not shown``: it contains 0; ``reversed``)."""
-
-    out_dir: Path
-    low: float
-    n: int
-    perspectives: dict[str, dict[str, Any]]
-    settings: dict[str, dict[str, Any]]  # name -> reward_scores, reward_text, folder
-    edit_settings: dict[str, Any]  # what every setting shares (steps, guidance, seed, ...), as (5, 5, 5)'s
-    model: str = ""
-    edit_s: float = 0.0
-    judge_s: float = 0.0
-
-    def table(self) -> dict[str, Any]:
-        """The knob as a table of strings, ``{"columns", "rows"}``: what the notebook records and the report shows."""
-        lo = _num(self.low)
-        columns = ["perspective", "edits", "yes % at 5", f"yes % at {lo}", "knob (points) [95% CI]",
-                   "score at 5", f"score at {lo}", "obeys?"]
-        rows = []
-        for p, c in self.perspectives.items():
-            rows.append([p, str(c["n"]), f"{c['yes_rate_high']:.1f}", f"{c['yes_rate_low']:.1f}",
-                         f"{c['knob']:+.1f} [{c['knob_ci'][0]:+.1f}, {c['knob_ci'][1]:+.1f}]",
-                         f"{c['score_high']:.2f}", f"{c['score_low']:.2f}", c["verdict"]])
-        return {"columns": columns, "rows": rows}
-
-    def table_markdown(self) -> str:
-        return markdown_table(self.table())
-
-    def verdict(self) -> str:
-        """One sentence: which rewards the model was shown to obey."""
-        heard = [p for p, c in self.perspectives.items() if c["verdict"] == "obeys"]
-        deaf = [p for p in self.perspectives if p not in heard]
-        if not deaf:
-            return "The model obeys all three rewards: asking for a low score lowers that perspective's yes-rate."
-        head = (f"The model obeys its {', '.join(heard)} reward(s); " if heard
-                else "The model obeys none of its rewards: ")
-        return head + (f"asking for {_num(self.low)} instead of 5 does not measurably lower the yes-rate of "
-                       f"{', '.join(deaf)}, so no difference from the baseline there can come from the rewards.")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"low": self.low, "n": self.n, "model": self.model, "out_dir": str(self.out_dir),
-                "perspectives": self.perspectives,
-                "settings": {k: {**v, "reward_scores": list(v["reward_scores"]), "folder": str(v["folder"])}
-                             for k, v in self.settings.items()},
-                "edit_settings": self.edit_settings, "edit_s": self.edit_s, "judge_s": self.judge_s,
-                "table": self.table(), "verdict": self.verdict()}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "KnobReport":
-        return cls(Path(d["out_dir"]), float(d["low"]), int(d["n"]), dict(d["perspectives"]),
-                   {k: {**v, "reward_scores": tuple(v["reward_scores"]), "folder": Path(v["folder"])}
-                    for k, v in d["settings"].items()}, dict(d["edit_settings"]), d.get("model", ""),
-                   float(d.get("edit_s", 0.0)), float(d.get("judge_s", 0.0)))
-
-    def __str__(self) -> str:
-        return (f"reward knob of {self.model or 'the model'} on {self.n} edits (low score {_num(self.low)}, "
-                f"{self.edit_settings.get('num_inference_steps')} steps, seed {self.edit_settings.get('seed')}; "
-                f"editing {self.edit_s:.1f} s, judging {self.judge_s:.1f} s) in {self.out_dir}\n"
-                f"{self.table_markdown()}\n{self.verdict()}")
-
-
-def read_knob(out_dir: str | Path) -> KnobReport:
-    """The knob :func:`reward_knob` saved in ``out_dir`` (``knob.json``)."""
-    path = Path(out_dir) / KNOB_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no reward knob in {out_dir} (expected {KNOB_NAME})")
-    return KnobReport.from_json(json.loads(path.read_text()))
-
-
-def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_dir: str | Path, *,
-                low: float = 0.0, high_dir: str | Path | None = None, settings: EditSettings | None = None,
-                changes: Mapping[str, Any] | None = None, seed: int | None = None, base_url: str | None = None,
-                judge_model: str | None = None, api_key_env: str | None = None,
-                device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
-                n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
-                client_options: Mapping[str, Any] | None = None) -> KnobReport:
-    """The reward knob: does a multi-reward model obey the rewards it is asked for, on images it never saw?
-
-    For each perspective the model edits the benchmark with that perspective's requested score at ``low``
-    (and the model's failure sentence for it: its training data's most frequent, recorded with the model, else
-    ``LOW_REWARD_TEXT``'s), the other two at 5 with the perfect-score feedback;
-    and once at (5, 5, 5) with the default feedback text (:func:`knob_settings`). Every edit is judged as in
-    :func:`evaluate`. The knob of a perspective is its yes-rate at 5 minus its yes-rate at ``low``, with the
-    paired-bootstrap 95% interval of that per-edit difference (:func:`paired_difference`): the same item and
-    noise at both settings, so only the rewards differ. A knob near 0 means the model does not hear that
-    reward -- and then no difference between it and the baseline can come from the rewards.
-
-    Every setting is one :func:`evaluate` folder under ``out_dir`` named after its scores (``F0-P5-Q5``,
-    ``F5-P0-Q5``, ``F5-P5-Q0``, ``F5-P5-Q5``), all edited together (:func:`evaluate_many`: cheap, resumable,
-    other settings in a folder refused). ``high_dir``: an existing (5, 5, 5) evaluation of this model to
-    reuse instead of ``out_dir/F5-P5-Q5`` (notebook 05's ``eval/multi-reward``); its settings file refuses
-    it if it was made otherwise (steps, seed, another model folder), and it must hold the same items.
-    ``settings`` / ``changes`` / ``seed`` set how to edit (as in :func:`evaluate`; the rewards are the
-    knob's); the judge as in :func:`evaluate`. Writes ``out_dir/knob.json``. A model that reads no rewards is
-    refused (``ValueError``).
-    """
-    changes = dict(changes or {})
-    clash = sorted({"reward_scores", "reward_text"} & set(changes))
-    if clash:
-        raise ValueError(f"the reward knob sets the rewards itself; drop {clash} from changes")
-    if seed is not None:
-        changes["seed"] = seed
-    knob_settings(low)  # a bad low score is refused before the model loads
-    items = _bench_items(bench_dir, limit)
-    pipe = load_model(model, device)
-    model_id = _model_id(model)
-    if not pipe.uses_rewards:
-        raise ValueError(f"the reward knob needs a multi-reward model (one conditioned on rewards); "
-                         f"{model if not isinstance(model, RewardEditPipeline) else 'this pipeline'} reads no "
-                         f"rewards (a no-reward baseline?)")
-    wanted = knob_settings(low, pipe.low_reward_text)
-    out = Path(out_dir)
-    folders = {name: out / knob_slug(w["reward_scores"]) for name, w in wanted.items()}
-    if high_dir is not None:
-        folders["high"] = Path(high_dir)
-        done = folders["high"] / "results.jsonl"
-        if done.exists():
-            have = [r["id"] for r in read_results(folders["high"])]
-            if have != [it.id for it in items]:
-                raise ValueError(f"high_dir {high_dir} holds an evaluation of {len(have)} items, the knob asks for "
-                                 f"{len(items)} (give the same benchmark and limit, or no high_dir)")
-    runs = {folders[name]: {**changes, **w} for name, w in wanted.items()}
-    judge = judge_arguments(protocol, model_kind(pipe), bench_dir, base_url, judge_model, api_key_env, client_options)
-    reports = _evaluate_loaded(pipe, model_id, items, runs, settings=settings, judge=judge, batch_size=batch_size,
-                               n_boot=n_boot, progress=progress)
-    high = reports[folders["high"]]
-
-    def mean(xs: Sequence[float]) -> float:
-        return float(np.mean(xs)) if len(xs) else float("nan")
-
-    per: dict[str, dict[str, Any]] = {}
-    for p in PERSPECTIVES:
-        low_rep = reports[folders[p]]
-        pairs = _paired_cells(high.rows, low_rep.rows, p)
-        d = paired_difference(high.rows, low_rep.rows, p, n_boot=n_boot)
-        per[p] = {"n": d["n"],
-                  "yes_rate_high": mean([100.0 * bool(a["yes"]) for a, _ in pairs]),
-                  "yes_rate_low": mean([100.0 * bool(b["yes"]) for _, b in pairs]),
-                  "score_high": mean([float(a["score"]) for a, _ in pairs]),
-                  "score_low": mean([float(b["score"]) for _, b in pairs]),
-                  "knob": d["yes_diff"], "knob_ci": d["yes_diff_ci"],
-                  "score_diff": d["score_diff"], "score_diff_ci": d["score_diff_ci"],
-                  "verdict": _verdict(d["yes_diff_ci"])}
-    knob = KnobReport(out, float(low), len(items), per,
-                      {name: {**w, "folder": folders[name]} for name, w in wanted.items()},
-                      {k: v for k, v in high.settings.to_json().items() if k not in ("reward_scores", "reward_text")},
-                      model_id, sum(r.edit_s for r in reports.values()), sum(r.judge_s for r in reports.values()))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / KNOB_NAME, json.dumps(knob.to_json(), indent=1))
-    return knob
+        return reward_knob
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

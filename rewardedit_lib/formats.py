@@ -27,13 +27,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Iterable, Literal, Mapping, TypeVar
 
 from .hub import REWARDEDIT_DATASET, download_dataset
+from .plumbing import atomic_write_json, load_rgb, read_json, save_image
+from .plumbing import atomic_write_text  # noqa: F401 -- re-exported: judge.annotate imports it from here
 
 #: The seven Real-Edit edit types, in the benchmark's order.
 EDIT_TYPES: tuple[str, ...] = ("Local", "Remove", "Add", "Texture", "Background", "Global", "Style")
@@ -174,10 +175,10 @@ class Triplet:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def load_source(self):
-        return _load_image(self.source)
+        return load_rgb(self.source)
 
     def load_edited(self):
-        return _load_image(self.edited)
+        return load_rgb(self.edited)
 
 
 @dataclass(frozen=True)
@@ -201,16 +202,7 @@ class BenchItem:
     def load_image(self):
         if self.image_path is None:
             raise ValueError(f"benchmark item {self.id} has no image path")
-        return _load_image(self.image_path)
-
-
-def _load_image(obj: Any):
-    from PIL import Image
-
-    if isinstance(obj, Image.Image):
-        return obj.convert("RGB")
-    with Image.open(obj) as im:
-        return im.convert("RGB")
+        return load_rgb(self.image_path)
 
 
 def _check_image(path: Path, field_name: str) -> None:
@@ -227,36 +219,13 @@ def _check_image(path: Path, field_name: str) -> None:
 
 
 def _read_json(path: Path) -> Any:
+    """:func:`~rewardedit_lib.plumbing.read_json`, a missing or malformed file a :class:`DataError`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return read_json(path)
     except FileNotFoundError:
         raise DataError(path, None, "file is missing") from None
-    try:
-        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(path, None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: mkstemp creates files 0600, which the final file should not keep
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,7 +279,7 @@ def read_rewards(path: str | Path, on_error: OnError = "raise") -> Loaded[dict[s
 def write_rewards(path: str | Path, rewards: Mapping[str, Rewards], key_prefix: str = "") -> Path:
     """Write ``RewardEdit_20K.json`` atomically (an interrupted write never leaves a broken file)."""
     data = {f"{key_prefix}{k}": r.to_json() for k, r in rewards.items()}
-    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_json(path, data, indent=1, ensure_ascii=False)
     return Path(path)
 
 
@@ -574,7 +543,7 @@ def write_instructpix2pix(root: str | Path, triplets: Iterable[Triplet], image_f
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     seeds = [write_instructpix2pix_folder(root, t, image_format) for t in triplets]
-    atomic_write_text(root / "seeds.json", json.dumps(seeds) + "\n")
+    atomic_write_json(root / "seeds.json", seeds)
     return root
 
 
@@ -593,12 +562,8 @@ def write_instructpix2pix_folder(root: str | Path, t: Triplet, image_format: str
         prompt["edit_type"] = t.edit_type
     (fdir / "prompt.json").write_text(json.dumps(prompt, indent=1, sort_keys=True) + "\n")
     for suffix, img in (("0", t.source), ("1", t.edited)):
-        im = img if isinstance(img, Image.Image) else _load_image(img)
-        target = fdir / f"{t.seed}_{suffix}.{image_format}"
-        if image_format == "png":
-            im.save(target, optimize=False, compress_level=6)
-        else:
-            im.save(target, quality=95)
+        im = img if isinstance(img, Image.Image) else load_rgb(img)
+        save_image(im, fdir / f"{t.seed}_{suffix}.{image_format}")
     return [t.id, [t.seed]]
 
 
@@ -685,13 +650,11 @@ def write_real_edit(root: str | Path, items: Iterable[BenchItem], images: Mappin
     root = Path(root)
     (root / images_dir).mkdir(parents=True, exist_ok=True)
     for name, img in images.items():
-        im = _load_image(img)
-        im.save(root / images_dir / name, **({"optimize": False, "compress_level": 6}
-                                              if name.lower().endswith(".png") else {"quality": 95}))
+        save_image(load_rgb(img), root / images_dir / name)
     data: dict[str, list[str]] = {}
     for it in items:
         data.setdefault(it.image, []).append(it.line())
-    atomic_write_text(root / REAL_EDIT_JSON, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_json(root / REAL_EDIT_JSON, data, indent=1, ensure_ascii=False)
     return root
 
 

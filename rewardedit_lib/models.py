@@ -12,7 +12,6 @@ plus a converter for stage-2 UNet weights saved by the reference code (a forked 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +19,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from .plumbing import read_json
 from .reward import INJECTIONS, REWARD_MODES, RewardEncoder, RewardUNet
 
 MODEL_CONFIGS: tuple[str, ...] = ("toy", "sd15")
@@ -253,7 +253,7 @@ def unet_weight_files(unet_dir: str | Path) -> list[Path]:
             if single.exists():
                 return [single]
             if index.exists():
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                shards = sorted(set(read_json(index)["weight_map"].values()))
                 return [d / s for s in shards]
     raise WeightsError(f"{d}: no weights (expected diffusion_pytorch_model.safetensors or .bin)")
 

@@ -81,6 +81,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import formats, hub
 from .formats import Rewards
+from .plumbing import UMASK, atomic_write_text
 
 #: Refuse to write below this fraction of reward entries placed (``--min-coverage``).
 DEFAULT_MIN_COVERAGE = 0.95
@@ -95,8 +96,6 @@ SHARD_PATTERN = "data/train-*.parquet"
 _SHARD_NAME = re.compile(r"^(?P<split>\w+?)-(?P<index>\d+)-of-(?P<count>\d+)(?:-[0-9a-f]+)?\.parquet$")
 _TMP_TAG = ".prepare-tmp-"
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class PrepareError(ValueError):
@@ -470,7 +469,7 @@ def _write_folder(target: Path, files: Mapping[str, bytes]) -> None:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -479,7 +478,7 @@ def _write_folder(target: Path, files: Mapping[str, bytes]) -> None:
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
-        formats.atomic_write_text(path, text)
+        atomic_write_text(path, text)
 
 
 def _finish(out: Path, found: list[Location], shards: list[Shard] | None, source: Path, scheme: str) -> None:

@@ -38,7 +38,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import jinja2
 
-from .formats import PERSPECTIVES, atomic_write_text
+from .formats import PERSPECTIVES
+from .plumbing import atomic_write_text, read_json
 
 REPORT_NAME = "report.html"
 _NOTEBOOK = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
@@ -71,13 +72,6 @@ class NotebookEntry:
 # --------------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def notebook_figures(path: str | Path) -> list[Figure]:
     """The PNG outputs of an executed notebook, each captioned with the heading of the section it is in."""
     import nbformat
@@ -117,7 +111,7 @@ def collect(out_dir: str | Path, notebooks: Iterable[str] = ()) -> tuple[dict[st
     """The run summary and one entry per notebook: those named in ``notebooks`` (e.g. the course's, so one
     never run shows as "not run"), in ``summary.json``, executed in ``out_dir`` or with recorded results."""
     out = Path(out_dir)
-    summary = _read_json(out / "summary.json") or {}
+    summary = read_json(out / "summary.json", missing=None, invalid=None) or {}
     listed = {n["notebook"]: n for n in summary.get("notebooks", []) if isinstance(n, dict) and "notebook" in n}
     names = set(notebooks) | set(listed)
     names |= {p.stem for p in out.glob("*.ipynb") if _NOTEBOOK.match(p.stem)}
@@ -142,7 +136,7 @@ def collect(out_dir: str | Path, notebooks: Iterable[str] = ()) -> tuple[dict[st
                     entry.figures = notebook_figures(copy)
                 except Exception as e:  # noqa: BLE001 -- an unreadable notebook is reported, not fatal
                     entry.error = (entry.error + "; " if entry.error else "") + f"figures unreadable: {e}"
-            entry.results = _read_json(out / "results" / f"{name}.json") or {}
+            entry.results = read_json(out / "results" / f"{name}.json", missing=None, invalid=None) or {}
         entries.append(entry)
     return summary, entries
 

@@ -42,8 +42,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-REWARD_MODES: tuple[str, ...] = ("none", "scores", "text", "both")
-INJECTIONS: tuple[str, ...] = ("latent", "time", "both")
+from .reward_modes import INJECTIONS, REWARD_MODES, reward_routes  # the switches' names (torch-free module)
+
 REWARD_SUBFOLDER = "reward_encoder"
 UNET_SUBFOLDER = "unet"
 
@@ -146,10 +146,7 @@ class RewardEncoder(ModelMixin, ConfigMixin):
             raise ValueError(f"rewards={rewards!r}: expected one of {', '.join(REWARD_MODES)}")
         if injection not in INJECTIONS:
             raise ValueError(f"injection={injection!r}: expected one of {', '.join(INJECTIONS)}")
-        self.use_scores = rewards in ("scores", "both")
-        self.use_text = rewards in ("text", "both")
-        self.to_time = rewards != "none" and injection in ("time", "both")
-        self.to_latent = rewards != "none" and injection in ("latent", "both")
+        self.use_scores, self.use_text, self.to_time, self.to_latent = reward_routes(rewards, injection)
         if self.use_scores:
             self.score_proj = Timesteps(score_embed_dim, flip_sin_to_cos, freq_shift)
             if self.to_time:

@@ -26,14 +26,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .formats import (
-    EDIT_TYPES,
-    BenchItem,
-    Triplet,
-    atomic_write_text,
-    write_instructpix2pix_folder,
-    write_real_edit,
-)
+from .formats import EDIT_TYPES, BenchItem, Triplet, write_instructpix2pix_folder, write_real_edit
+from .plumbing import (atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl, save_image,
+                       to_uint8)
 
 # --------------------------------------------------------------------------------------------------
 # Vocabulary. Colours are far apart in RGB so a pixel-reading judge can name them under noise.
@@ -210,7 +205,7 @@ def apply_tone(img: np.ndarray, tone: str | None) -> np.ndarray:
         x = x + np.array([-45.0, 0.0, 45.0], dtype=np.float32)
     else:
         raise ValueError(f"unknown tone {tone!r}; expected one of {TONES}")
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return to_uint8(x)
 
 
 def render(scene: Scene) -> np.ndarray:
@@ -681,7 +676,7 @@ def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         x[:h, :w] = np.repeat(np.repeat(blocks, b, axis=0), b, axis=1)
     else:
         raise ValueError(f"unknown quality flaw {kind!r}; expected one of {QUALITY_FLAWS}")
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return to_uint8(x)
 
 
 def _choose(rng: np.random.Generator, options: Sequence[str]) -> list[str]:
@@ -764,8 +759,7 @@ def _write_share(args: tuple[str, int, int, int, FlawRates, int]) -> list[tuple[
     rows = []
     for tt in iter_triplets(n, seed, rates=rates, size=size, start=start):
         entry = write_instructpix2pix_folder(out, tt.to_record())
-        Image.fromarray(tt.ideal).save(Path(out) / "_truth" / "ideal" / f"{tt.folder}.png", optimize=False,
-                                       compress_level=6)
+        save_image(Image.fromarray(tt.ideal), Path(out) / "_truth" / "ideal" / f"{tt.folder}.png")
         rows.append((entry, json.dumps(tt.truth(), sort_keys=True)))
     return rows
 
@@ -796,14 +790,13 @@ def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: Fl
         with mp.get_context("spawn").Pool(min(workers, len(shares))) as pool:
             parts = pool.map(_write_share, shares)  # results in share order
     rows = [r for part in parts for r in part]
-    atomic_write_text(out / "seeds.json", json.dumps([e for e, _ in rows]) + "\n")
-    truth_lines = [t for _, t in rows]
-    (truth_dir / "flaws.jsonl").write_text("\n".join(truth_lines) + "\n")
+    atomic_write_json(out / "seeds.json", [e for e, _ in rows])
+    atomic_write_text(truth_dir / "flaws.jsonl", "\n".join(t for _, t in rows) + "\n")  # the workers' JSON lines
     manifest = {"generator": GENERATOR_VERSION, "kind": "train", "n": n, "seed": seed, "size": size,
                 "flaw_rates": asdict(rates),
                 "command": f"rewardedit toy-data --out {out.name} --n {n} --seed {seed} --size {size} "
                            f"--flaw-rates {rates.following},{rates.preserving},{rates.quality}"}
-    (truth_dir / "generator.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(truth_dir / "generator.json", manifest, indent=2, sort_keys=True)
     return out
 
 
@@ -852,17 +845,17 @@ def write_toy_bench(out: str | Path, n_images: int = 20, seed: int = 0, size: in
                           "source_scene": scene.to_dict(), "ideal_scene": apply_edit(scene, spec).to_dict()})
     write_real_edit(out, items, images)
     (out / "_truth").mkdir(exist_ok=True)
-    (out / "_truth" / "ideal.jsonl").write_text("\n".join(json.dumps(t, sort_keys=True) for t in truth) + "\n")
+    atomic_write_jsonl(out / "_truth" / "ideal.jsonl", truth, sort_keys=True)
     manifest = {"generator": GENERATOR_VERSION, "kind": "bench", "images": n_images, "seed": seed, "size": size,
                 "command": f"rewardedit toy-bench --out {out.name} --images {n_images} --seed {seed} --size {size}"}
-    (out / "_truth" / "generator.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(out / "_truth" / "generator.json", manifest, indent=2, sort_keys=True)
     return out
 
 
 def read_truth(data_dir: str | Path) -> dict[str, dict]:
     """The ground-truth flaws of a toy dataset, keyed by folder (for measuring judges and models only)."""
     path = Path(data_dir) / "_truth" / "flaws.jsonl"
-    return {d["folder"]: d for d in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
+    return {d["folder"]: d for d in read_jsonl(path)}
 
 
 def ensure_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: FlawRates = FlawRates(),
@@ -875,7 +868,7 @@ def ensure_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: F
     manifest = out / "_truth" / "generator.json"
     want = {"generator": GENERATOR_VERSION, "n": n, "seed": seed, "size": size, "flaw_rates": asdict(rates)}
     if manifest.exists() and (out / "seeds.json").exists():
-        have = json.loads(manifest.read_text())
+        have = read_json(manifest)
         if all(have.get(k) == v for k, v in want.items()):
             return out
     return write_toy_dataset(out, n, seed, rates=rates, size=size)
@@ -886,7 +879,7 @@ def ensure_toy_bench(out: str | Path, n_images: int = 20, seed: int = 0, size: i
     out = Path(out)
     manifest = out / "_truth" / "generator.json"
     if manifest.exists() and (out / "real_edit_instruct.json").exists():
-        have = json.loads(manifest.read_text())
+        have = read_json(manifest)
         if (have.get("generator"), have.get("images"), have.get("seed"), have.get("size")) == (
                 GENERATOR_VERSION, n_images, seed, size):
             return out

@@ -24,6 +24,7 @@ from PIL import Image  # noqa: E402
 
 from rewardedit_lib import ablation as A  # noqa: E402
 from rewardedit_lib import evaluate as E  # noqa: E402
+from rewardedit_lib import knob as K  # noqa: E402
 from rewardedit_lib import toyworld, train, viz  # noqa: E402
 from rewardedit_lib.formats import PERSPECTIVES, read_real_edit  # noqa: E402
 from rewardedit_lib.pipeline import toy_pipeline  # noqa: E402
@@ -340,11 +341,11 @@ def test_the_knob_falls_back_to_fixed_rewards_without_widgets(knob_inputs, capsy
 
 
 # --------------------------------------------------------------------------------------------------
-# The reward knob measured (evaluate.reward_knob through ablation.run_knob; its figure)
+# The reward knob measured (knob.reward_knob through ablation.run_knob; its figure)
 # --------------------------------------------------------------------------------------------------
 def test_run_knob_uses_notebook_05s_settings_and_a_folder_per_steps_and_seed(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(E, "reward_knob", lambda model, bench, out, **kw: calls.append((Path(out), kw)) or out)
+    monkeypatch.setattr(K, "reward_knob", lambda model, bench, out, **kw: calls.append((Path(out), kw)) or out)
     A.run_knob("m1", "bench", tmp_path / "knob", seed=2, steps=3, limit=5, high_dir=tmp_path / "eval" / "multi-reward",
                device="cpu")
     A.run_knob("m1", "bench", tmp_path / "knob", seed=0)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from rewardedit_lib import evaluate as E
+from rewardedit_lib import knob as K
 from rewardedit_lib import toyworld
 from rewardedit_lib.formats import read_real_edit
 from rewardedit_lib.judge.server import ToyJudgeServer
@@ -220,11 +221,15 @@ KNOB_CHANGES = {"num_inference_steps": 2, "seed": 0}
 @pytest.fixture(scope="module")
 def knob(model_dir, bench, tmp_path_factory):
     out = tmp_path_factory.mktemp("knob") / "k"
-    return out, E.reward_knob(model_dir, bench, out, changes=KNOB_CHANGES, n_boot=200, progress=False)
+    return out, K.reward_knob(model_dir, bench, out, changes=KNOB_CHANGES, n_boot=200, progress=False)
 
 
 def _settings_of(folder: Path) -> dict:
     return json.loads((folder / "edits" / "settings.json").read_text())
+
+
+def test_evaluate_still_offers_the_reward_knob_it_moved_to_the_knob_module():
+    assert E.reward_knob is K.reward_knob  # tools/ call evaluate.reward_knob
 
 
 def test_the_knob_edits_each_setting_into_a_folder_that_spells_it_out(knob, model_dir, bench):
@@ -276,7 +281,7 @@ def test_the_knob_is_the_paired_yes_rate_difference_of_its_folders(knob):
                                 else "not shown")
     saved = json.loads((out / "knob.json").read_text())
     assert saved["perspectives"] == json.loads(json.dumps(rep.perspectives))
-    assert E.read_knob(out).to_json() == saved  # round trip
+    assert K.read_knob(out).to_json() == saved  # round trip
     table = rep.table_markdown()
     assert table.splitlines()[0] == ("| perspective | edits | yes % at 5 | yes % at 0 | knob (points) [95% CI] | "
                                      "score at 5 | score at 0 | obeys? |")
@@ -290,7 +295,7 @@ def test_a_second_knob_redoes_no_edit(knob, model_dir, bench):
     out, rep = knob
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/edits/*.png")}
     assert len(stamps) == 4 * 14
-    again = E.reward_knob(model_dir, bench, out, changes=KNOB_CHANGES, n_boot=200, progress=False)
+    again = K.reward_knob(model_dir, bench, out, changes=KNOB_CHANGES, n_boot=200, progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/edits/*.png")} == stamps
     assert again.edit_s == 0 and again.perspectives == rep.perspectives
 
@@ -298,16 +303,16 @@ def test_a_second_knob_redoes_no_edit(knob, model_dir, bench):
 def test_the_knob_reuses_a_high_dir_and_its_settings_file_still_protects_it(model_dir, bench, tmp_path):
     ev = E.evaluate(model_dir, bench, tmp_path / "eval", changes=KNOB_CHANGES, limit=7, n_boot=50, progress=False)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "eval" / "edits").glob("*.png")}
-    rep = E.reward_knob(model_dir, bench, tmp_path / "k", high_dir=tmp_path / "eval", changes=KNOB_CHANGES,
+    rep = K.reward_knob(model_dir, bench, tmp_path / "k", high_dir=tmp_path / "eval", changes=KNOB_CHANGES,
                         limit=7, n_boot=50, progress=False)
     assert not (tmp_path / "k" / "F5-P5-Q5").exists() and rep.settings["high"]["folder"] == tmp_path / "eval"
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "eval" / "edits").glob("*.png")} == stamps  # reused
     assert rep.perspectives["quality"]["yes_rate_high"] == pytest.approx(ev.summary["overall"]["quality"]["yes_rate"])
     with pytest.raises(ValueError, match="num_inference_steps"):  # other steps than the folder was made with
-        E.reward_knob(model_dir, bench, tmp_path / "k3", high_dir=tmp_path / "eval",
+        K.reward_knob(model_dir, bench, tmp_path / "k3", high_dir=tmp_path / "eval",
                       changes={**KNOB_CHANGES, "num_inference_steps": 3}, limit=7, progress=False)
     with pytest.raises(ValueError, match="evaluation of 7 items, the knob asks for 3"):
-        E.reward_knob(model_dir, bench, tmp_path / "k", high_dir=tmp_path / "eval", changes=KNOB_CHANGES, limit=3,
+        K.reward_knob(model_dir, bench, tmp_path / "k", high_dir=tmp_path / "eval", changes=KNOB_CHANGES, limit=3,
                       progress=False)
 
 
@@ -329,23 +334,23 @@ def test_the_knob_asks_for_low_rewards_in_the_models_own_failure_words(bench, tm
     pipe = toy_pipeline(seed=0)
     pipe.register_to_config(failure_reward_text=words)
     pipe.save_pretrained(tmp_path / "m")
-    rep = E.reward_knob(tmp_path / "m", bench, tmp_path / "k", changes=KNOB_CHANGES, limit=2, n_boot=20, progress=False)
+    rep = K.reward_knob(tmp_path / "m", bench, tmp_path / "k", changes=KNOB_CHANGES, limit=2, n_boot=20, progress=False)
     for k, p in enumerate(("following", "preserving", "quality")):
         assert _settings_of(rep.settings[p]["folder"])["reward_text"].split("; ")[k] == words.split("; ")[k]
     with pytest.raises(ValueError, match="3 sentences"):
-        E.knob_settings(0, "only one sentence")
+        K.knob_settings(0, "only one sentence")
 
 
 def test_the_knob_refuses_a_model_without_rewards_by_name(bench, tmp_path):
     plain = tmp_path / "baseline-model"
     toy_pipeline(seed=0, rewards="none").save_pretrained(plain)
     with pytest.raises(ValueError, match=f"multi-reward model.*{plain}.*reads no rewards"):
-        E.reward_knob(plain, bench, tmp_path / "k", changes=KNOB_CHANGES, limit=1, progress=False)
+        K.reward_knob(plain, bench, tmp_path / "k", changes=KNOB_CHANGES, limit=1, progress=False)
     assert not (tmp_path / "k").exists()  # refused before anything was edited
     with pytest.raises(ValueError, match="low=5"):
-        E.knob_settings(5)
+        K.knob_settings(5)
     with pytest.raises(ValueError, match="reward_scores"):
-        E.reward_knob(plain, bench, tmp_path / "k", changes={"reward_scores": (1, 1, 1)}, progress=False)
+        K.reward_knob(plain, bench, tmp_path / "k", changes={"reward_scores": (1, 1, 1)}, progress=False)
 
 
 def test_the_cli_knob_prints_the_table_and_refuses_a_baseline(model_dir, bench, tmp_path, capsys):

@@ -29,7 +29,6 @@ from rewardedit_lib.formats import (
     Reward,
     Rewards,
     Triplet,
-    atomic_write_text,
     find_rewards_file,
     parse_real_edit_line,
     read_instructpix2pix,
@@ -181,31 +180,8 @@ def test_on_error_must_be_raise_or_skip(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic_write_text
+# Writers are atomic (atomic_write_text itself: tests/test_plumbing.py)
 # --------------------------------------------------------------------------------------------------
-def test_atomic_write_text_creates_overwrites_and_leaves_no_temp_files(tmp_path):
-    target = tmp_path / "deep" / "er" / "out.json"
-    atomic_write_text(target, "first")
-    atomic_write_text(target, "second ✓")
-    assert target.read_text(encoding="utf-8") == "second ✓"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
-
-
-def test_atomic_write_text_failure_keeps_old_content_and_no_temp(tmp_path, monkeypatch):
-    target = tmp_path / "out.txt"
-    atomic_write_text(target, "old")
-
-    def boom(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(formats.os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write_text(target, "new")
-    monkeypatch.undo()
-    assert target.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
-
-
 def test_writers_leave_no_temp_files(tmp_path):
     write_rewards(tmp_path / "r" / "RewardEdit_20K.json", {"a": rw(5, 5, 5)})
     write_instructpix2pix(tmp_path / "d", [Triplet("a", "x", solid((1, 2, 3)), solid((4, 5, 6)), seed=1)])

@@ -185,8 +185,8 @@ def test_the_cli_rewrites_the_report(out_dir, capsys):
 
 
 def _knob_record(low: float = 0.0) -> dict:
-    """What notebook 06 records as ``knob`` (evaluate.KnobReport.to_json()), built from hand-made numbers."""
-    from rewardedit_lib import evaluate
+    """What notebook 06 records as ``knob`` (knob.KnobReport.to_json()), built from hand-made numbers."""
+    from rewardedit_lib import knob as K
 
     per = {"following": dict(n=140, yes_rate_high=12.1, yes_rate_low=11.4, score_high=0.9, score_low=0.8, knob=0.7,
                              knob_ci=[-3.6, 5.0], score_diff=0.1, score_diff_ci=[-0.1, 0.3], verdict="not shown"),
@@ -194,9 +194,9 @@ def _knob_record(low: float = 0.0) -> dict:
                               knob_ci=[0.7, 7.9], score_diff=0.6, score_diff_ci=[0.4, 0.8], verdict="obeys"),
            "quality": dict(n=140, yes_rate_high=77.1, yes_rate_low=77.1, score_high=3.6, score_low=3.6, knob=0.0,
                            knob_ci=[0.0, 0.0], score_diff=0.0, score_diff_ci=[0.0, 0.0], verdict="not shown")}
-    knob = evaluate.KnobReport(Path("k"), low, 140, per, {name: {**w, "folder": Path("k") / name} for name, w in
-                                                          evaluate.knob_settings(low).items()},
-                               {"num_inference_steps": 20, "seed": 0}, "models/multi-reward/model")
+    knob = K.KnobReport(Path("k"), low, 140, per, {name: {**w, "folder": Path("k") / name} for name, w in
+                                                   K.knob_settings(low).items()},
+                        {"num_inference_steps": 20, "seed": 0}, "models/multi-reward/model")
     return knob.to_json()
 
 

@@ -65,6 +65,19 @@ def test_widened_conv_in_computes_what_the_text_to_image_unet_did(inputs):
     assert torch.allclose(before, after, atol=1e-5)
 
 
+def test_the_switch_names_have_one_definition():
+    """reward_modes defines them (torch-free, for the command line); everyone else uses those tuples."""
+    from rewardedit_lib import ablation, cli, reward_modes
+    from rewardedit_lib.train import config
+
+    for module in (cli, ablation, config):
+        assert module.REWARD_MODES is reward_modes.REWARD_MODES is REWARD_MODES
+        assert module.INJECTIONS is reward_modes.INJECTIONS is INJECTIONS
+    train = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                 if a.dest == "rewards_mode")
+    assert tuple(train.choices) == REWARD_MODES
+
+
 @pytest.mark.parametrize("rewards", REWARD_MODES)
 @pytest.mark.parametrize("injection", INJECTIONS)
 def test_switches_build_only_what_they_ask_for(rewards, injection, inputs):

@@ -9,7 +9,6 @@ and renamed when complete, so a folder without the suffix is always whole; ``sta
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..formats import atomic_write_text
+from ..plumbing import atomic_write_json, read_json
 from ..reward import UNET_SUBFOLDER, RewardUNet
 from .config import TrainConfig
 from .errors import TrainingError
@@ -67,7 +66,7 @@ def write_checkpoint(out_dir: str | Path, step: int, config: TrainConfig, save_m
     tmp.mkdir(parents=True)
     save_model(tmp / MODEL_SUBDIR)
     torch.save(training_state(), tmp / TRAINING_STATE_FILE)
-    atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step, "config": config.to_json()}, indent=1))
+    atomic_write_json(tmp / STATE_FILE, {"step": step, "config": config.to_json()}, indent=1, trailing_newline=False)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # a checkpoint exists only once it is complete (kill -9 safe)
     for old in list_checkpoints(out_dir)[:-config.keep_checkpoints]:
@@ -84,7 +83,7 @@ def read_checkpoint(path: Path, config: TrainConfig) -> tuple[int, RewardUNet]:
     if missing:  # else diffusers reads the folder name as a Hub id and reports a network error
         raise TrainingError(f"--resume {path}: the checkpoint is incomplete (missing {', '.join(missing)}); "
                             f"resume from another checkpoint or delete this one")
-    state = json.loads((path / STATE_FILE).read_text())
+    state = read_json(path / STATE_FILE)
     saved = TrainConfig.from_json(state["config"])
     same = {k for k in RESUME_MUST_MATCH if getattr(saved, k) != getattr(config, k)}
     if same:

@@ -11,11 +11,17 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .. import models
+from ..reward_modes import INJECTIONS, REWARD_MODES
 
 STAGES = (1, 2)
 PRECISIONS = ("no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _one_of(options: tuple[str, ...]) -> str:
+    """``"a, b or c"``: the allowed values as an error message lists them."""
+    return f"{', '.join(options[:-1])} or {options[-1]}"
 
 
 @dataclass
@@ -78,8 +84,8 @@ class TrainConfig:
         checks = [
             (self.model in models.MODEL_CONFIGS, "model", f"one of {models.MODEL_CONFIGS}"),
             (self.stage in STAGES, "stage", "1 or 2"),
-            (self.rewards in ("none", "scores", "text", "both"), "rewards", "none, scores, text or both"),
-            (self.injection in ("latent", "time", "both"), "injection", "latent, time or both"),
+            (self.rewards in REWARD_MODES, "rewards", _one_of(REWARD_MODES)),
+            (self.injection in INJECTIONS, "injection", _one_of(INJECTIONS)),
             (self.max_steps >= 1, "max_steps", ">= 1"),
             (self.batch_size >= 1, "batch_size", ">= 1"),
             (self.grad_accum >= 1 and self.batch_size % self.grad_accum == 0, "grad_accum",

@@ -7,31 +7,23 @@ deterministic, so they are the same rows, and a resumed run's log reads as one u
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
-from ..formats import atomic_write_text
+from ..plumbing import append_jsonl, atomic_write_jsonl, read_json, read_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def read_metrics(out_dir: str | Path) -> list[dict]:
     """A run's metrics log (``metrics.jsonl``): ``[{"step", "loss", "lr", "images_per_s", "epoch"}, ...]``."""
-    return _read_rows(Path(out_dir) / METRICS_FILE)
+    return read_jsonl(Path(out_dir) / METRICS_FILE, missing_ok=True)
 
 
 def append_metrics(out_dir: str | Path, row: dict) -> None:
     """Add one row to the log (a line of JSON)."""
-    with (Path(out_dir) / METRICS_FILE).open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_jsonl(Path(out_dir) / METRICS_FILE, row)
 
 
 def truncate_metrics(out_dir: str | Path, step: int) -> None:
@@ -39,16 +31,12 @@ def truncate_metrics(out_dir: str | Path, step: int) -> None:
     path = Path(out_dir) / METRICS_FILE
     if not path.exists():
         return
-    keep = [r for r in _read_rows(path) if r["step"] <= step]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    atomic_write_jsonl(path, [r for r in read_jsonl(path) if r["step"] <= step])
 
 
 def read_summary(out_dir: str | Path) -> dict:
     """A run's ``summary.json``, or ``{}`` when there is none (or it cannot be read)."""
-    try:
-        return json.loads((Path(out_dir) / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json(Path(out_dir) / SUMMARY_FILE, missing={}, invalid={})
 
 
 def loss_lines(name: str, max_steps: int, every: int = 100,

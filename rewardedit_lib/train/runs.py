@@ -12,7 +12,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from ..formats import atomic_write_text
+from ..plumbing import atomic_write_json, read_json
 from .checkpoints import MODEL_SUBDIR, list_checkpoints
 from .config import TrainConfig
 from .errors import TimeLimitReached, TrainingError
@@ -47,19 +47,19 @@ def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Pat
     record = json.loads(json.dumps(_run_record(config, data_dir, rewards_path)))  # as run.json reads back (tuples: lists)
     marker = out / RUN_FILE
     if marker.exists():
-        old = json.loads(marker.read_text())
+        old = read_json(marker)
         # a setting added to TrainConfig after that run was recorded counts as its default there
         old = {**{k: v for k, v in _defaults_json().items() if k in record and k not in old}, **old}
         if old != record:
             diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             raise TrainingError(f"{out} holds another run (differs in {', '.join(diff)}); use another out_dir")
         summary = out / SUMMARY_FILE
-        s = json.loads(summary.read_text()) if summary.exists() else {}
+        s = read_json(summary, missing={})
         if s.get("steps") == config.max_steps and (out / MODEL_SUBDIR / "model_index.json").exists():
             return TrainResult(out, out / MODEL_SUBDIR, s["steps"], s["wall_s"], s["images_per_s"], s["final_loss"],
                                s.get("resumed_from", 0), read_metrics(out))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps(record, indent=1))
+    atomic_write_json(marker, record, indent=1, trailing_newline=False)
     resume = "latest" if list_checkpoints(out) else None
     again = "run the same cell again (same out_dir and settings) to resume from step"
     if time_limit_s is not None and time_limit_s <= 0:

@@ -9,7 +9,6 @@ checkpoints, validates and saves the final model.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -26,7 +25,7 @@ from diffusers import DDPMScheduler
 from PIL import Image
 
 from .. import dataset, memory, runtime
-from ..formats import atomic_write_text
+from ..plumbing import atomic_write_json, to_uint8
 from ..pipeline import SAMPLER_ETA, RewardEditPipeline
 from ..precision import MasterWeights
 from ..reward import RewardUNet
@@ -81,7 +80,8 @@ def _make_optimizer(params, config: TrainConfig, fused: bool):
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return np.clip(np.rint((x.permute(1, 2, 0).numpy() + 1) * 127.5), 0, 255).astype(np.uint8)
+    """A (3, H, W) tensor in [-1, 1] as an (H, W, 3) uint8 image."""
+    return to_uint8((x.permute(1, 2, 0).numpy() + 1) * 127.5)
 
 
 def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
@@ -367,7 +367,7 @@ class Trainer:
                             generator=torch.Generator().manual_seed(self.config.seed)).images
         finally:
             self.raw_model.train()
-        rows = [[s, t, np.clip(np.rint(o * 255), 0, 255).astype(np.uint8)] for s, t, o in zip(srcs, tgts, outs)]
+        rows = [[s, t, to_uint8(o * 255)] for s, t, o in zip(srcs, tgts, outs)]
         path = self.out_dir / "samples" / f"step-{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         f = max(1, 96 // srcs[0].shape[0])  # toy images are 32 px: upscale (nearest) so the grid is readable
@@ -423,11 +423,11 @@ class Trainer:
             if acc.is_main_process:
                 print(f"[train] resumed at step {start} from {checkpoint}")
         if acc.is_main_process:
-            atomic_write_text(self.out_dir / "train_config.json", json.dumps(
-                {**config.to_json(), "data_dir": str(self.data_dir),
-                 "rewards_path": str(self.rewards_path) if self.rewards_path else None,
-                 "num_processes": acc.num_processes, "examples": self.data.n,
-                 "cache_device": str(self.data.store)}, indent=1))
+            atomic_write_json(self.out_dir / "train_config.json",
+                              {**config.to_json(), "data_dir": str(self.data_dir),
+                               "rewards_path": str(self.rewards_path) if self.rewards_path else None,
+                               "num_processes": acc.num_processes, "examples": self.data.n,
+                               "cache_device": str(self.data.store)}, indent=1, trailing_newline=False)
             metrics.truncate_metrics(self.out_dir, start)
         history = metrics.read_metrics(self.out_dir) if acc.is_main_process else []
         bar = None
@@ -508,12 +508,12 @@ class Trainer:
             previous = metrics.read_summary(self.out_dir) if start else {}
             total = wall + (previous.get("wall_s_total", previous.get("wall_s", 0.0))
                             if previous.get("steps") == start else 0.0)
-            atomic_write_text(self.out_dir / metrics.SUMMARY_FILE, json.dumps(
-                {"steps": result.steps, "resumed_from": start, "wall_s": round(wall, 2),
-                 "wall_s_total": round(total, 2),
-                 "images_per_s": round(result.images_per_s, 2), "final_loss": last_loss,
-                 "device": str(acc.device), "num_processes": acc.num_processes,
-                 "stopped_early": done < config.max_steps}, indent=1))
+            atomic_write_json(self.out_dir / metrics.SUMMARY_FILE,
+                              {"steps": result.steps, "resumed_from": start, "wall_s": round(wall, 2),
+                               "wall_s_total": round(total, 2),
+                               "images_per_s": round(result.images_per_s, 2), "final_loss": last_loss,
+                               "device": str(acc.device), "num_processes": acc.num_processes,
+                               "stopped_early": done < config.max_steps}, indent=1, trailing_newline=False)
         acc.wait_for_everyone()
         return result
 
