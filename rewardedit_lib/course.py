@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from . import runtime, toyworld
+from . import hub, runtime, toyworld
 from .plumbing import atomic_write_json, read_json
 
 PROFILES_FILE = Path(__file__).parent / "profiles" / "profiles.yaml"
@@ -96,6 +96,33 @@ def rewards_file(out_dir: str | Path, rewards_path: str | Path | None = None) ->
     """Where the training set's rewards are: ``rewards_path`` when given, else notebook 01's annotation
     (``<out_dir>/rewards/RewardEdit_toy.json``; it may not exist yet)."""
     return Path(rewards_path) if rewards_path else Path(out_dir) / "rewards" / "RewardEdit_toy.json"
+
+
+#: What notebook 05 can evaluate: the course's own two models, or the authors' released weights.
+MODEL_SOURCES: tuple[str, ...] = ("course", "released")
+
+
+def models_to_evaluate(out_dir: str | Path, models: str = "course") -> dict[str, str | Path]:
+    """``{"baseline": ..., "multi-reward": ...}`` for notebook 05.
+
+    ``"course"``: the two models notebook 04 trained under ``<out_dir>/models`` (a missing one is an error that
+    names it and both ways out). ``"released"``: the paper's published SD 1.5 weights, as hub ids
+    (:data:`hub.RELEASED_STAGE1`, the InstructPix2Pix stage-1 model, as the baseline;
+    :data:`hub.RELEASED_STAGE2` as the multi-reward model), downloaded with only the files the kit reads
+    when first loaded -- what a reader who opens notebook 05 from its Colab badge, without notebook 04's
+    hours of training, evaluates against Table 1.
+    """
+    if models not in MODEL_SOURCES:
+        raise ValueError(f"models={models!r}: expected one of {', '.join(MODEL_SOURCES)}")
+    if models == "released":
+        return {"baseline": hub.RELEASED_STAGE1, "multi-reward": hub.RELEASED_STAGE2}
+    found = {name: Path(out_dir) / "models" / name / "model" for name in ("baseline", "multi-reward")}
+    missing = [str(p) for p in found.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no trained model at {', '.join(missing)}: run notebook 04 first with the same "
+                                f"out_dir, or set models='released' to evaluate the paper's published weights "
+                                f"({hub.RELEASED_MODEL_REPO}; an sd15 profile and a judge endpoint)")
+    return found
 
 
 # --------------------------------------------------------------------------------------------------

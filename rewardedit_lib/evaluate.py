@@ -545,13 +545,3 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
         share = edit_s * needed[key] / total if total else 0.0
         reports[key] = EvalReport(out, rows, summary, s, share, t2 - t1)
     return reports
-
-
-def __getattr__(name: str) -> Any:
-    """``evaluate.reward_knob`` still resolves (tools/ call it so): the knob lives in :mod:`.knob`, which imports
-    this module, so the name is looked up when first used rather than imported here."""
-    if name == "reward_knob":
-        from .knob import reward_knob
-
-        return reward_knob
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

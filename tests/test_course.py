@@ -355,3 +355,19 @@ def test_profile_summaries_are_one_line_each():
     assert all(line and "\n" not in line for line in rows.values())
     assert rows["sd15"].startswith("The real thing:") and rows["sd15"].endswith("never a parameter).")
     assert course.one_line("") == "(no description)"
+
+
+def test_notebook_05_evaluates_the_course_models_or_the_released_weights(tmp_path):
+    from rewardedit_lib import hub
+
+    with pytest.raises(FileNotFoundError, match=r"run notebook 04 first.*models='released'"):
+        course.models_to_evaluate(tmp_path, "course")
+    for name in ("baseline", "multi-reward"):
+        (tmp_path / "models" / name / "model").mkdir(parents=True)
+    assert course.models_to_evaluate(tmp_path) == {n: tmp_path / "models" / n / "model" for n in ("baseline", "multi-reward")}
+    released = course.models_to_evaluate(tmp_path, "released")
+    assert released == {"baseline": hub.RELEASED_STAGE1, "multi-reward": hub.RELEASED_STAGE2}
+    assert released["baseline"].startswith("Gstar666/Reward-InsPix2Pix/")
+    with pytest.raises(ValueError, match="models='paper'.*course, released"):
+        course.models_to_evaluate(tmp_path, "paper")
+    assert course.notebook_parameters(course.default_notebooks_dir() / "05_evaluation.ipynb")["models"] == '"course"'

@@ -228,10 +228,6 @@ def _settings_of(folder: Path) -> dict:
     return json.loads((folder / "edits" / "settings.json").read_text())
 
 
-def test_evaluate_still_offers_the_reward_knob_it_moved_to_the_knob_module():
-    assert E.reward_knob is K.reward_knob  # tools/ call evaluate.reward_knob
-
-
 def test_the_knob_edits_each_setting_into_a_folder_that_spells_it_out(knob, model_dir, bench):
     from rewardedit_lib.formats import PERFECT_FEEDBACK
     from rewardedit_lib.pipeline import DEFAULT_REWARD_TEXT

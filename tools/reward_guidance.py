@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 
 from rewardedit_lib import evaluate as E
+from rewardedit_lib import knob as K
 
 PERSPECTIVES = ("following", "preserving", "quality")
 
@@ -24,7 +25,7 @@ def main(model: str, bench: str, out: str, baseline_eval: str, scales: str, cont
     base = E.read_results(baseline_eval)
     for s in (float(x) for x in scales.split(",")):
         changes = {"reward_guidance_scale": s, "reward_guidance_contrast": contrast} if s else {}
-        knob = E.reward_knob(model, bench, f"{out}/{contrast}{s:g}", changes=changes, progress=False)
+        knob = K.reward_knob(model, bench, f"{out}/{contrast}{s:g}", changes=changes, progress=False)
         high = E.read_results(knob.settings["high"]["folder"])
         d = {p: E.paired_difference(high, base, p) for p in PERSPECTIVES}
         print(f"{contrast} {s:g} | at (5,5,5) "

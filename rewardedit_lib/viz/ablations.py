@@ -1,6 +1,6 @@
 """Notebook 06 (ablations): the inference-time reward sweeps, the measured reward knob and the live knob.
 
-Why its own module: these draw :mod:`rewardedit_lib.ablation` and :func:`rewardedit_lib.evaluate.reward_knob`
+Why its own module: these draw :mod:`rewardedit_lib.ablation` and :func:`rewardedit_lib.knob.reward_knob`
 results, and :class:`RewardKnob` re-runs a trained pipeline under the rewards a reader asks for -- the
 experiments only notebook 06 runs.
 """
@@ -102,7 +102,7 @@ def sweep_edit_grid(source, instruction: str, strips: Mapping[str, Sequence[tupl
 
 
 def knob_bars(knob) -> Figure:
-    """The reward knob measured (:func:`evaluate.reward_knob`; its report or ``to_json()``): left, per
+    """The reward knob measured (:func:`knob.reward_knob`; its report or ``to_json()``): left, per
     perspective, the judge's yes-rate when the model is asked for 5 and for the low score; right, their
     difference -- the knob, in points -- with its paired-bootstrap 95% interval. A bar whose interval
     crosses 0 is a reward the model was not shown to hear."""
