@@ -33,16 +33,15 @@ from typing import Any, Callable, Iterable
 
 from ..formats import (
     PERSPECTIVES,
-    DataError,
     Problem,
     Reward,
     Rewards,
     Triplet,
-    atomic_write_text,
     read_instructpix2pix,
     read_seeds,
     write_rewards,
 )
+from ..plumbing import atomic_write_text
 from . import prompts
 from .client import (
     TOY_JUDGE_MODEL,
@@ -59,7 +58,6 @@ from .client import (
     sha256_hex,
 )
 
-TOY_MODEL = TOY_JUDGE_MODEL
 
 
 @dataclass
@@ -204,9 +202,9 @@ async def annotate_async(data_dir: str | Path, out_path: str | Path, *, base_url
         if base_url is None and azure_api_version is None:
             from .server import ToyJudgeServer
 
-            model = model or TOY_MODEL
-            if model != TOY_MODEL:
-                raise ValueError(f"base_url=None runs the local toy judge ({TOY_MODEL!r}), not {model!r}; for OpenAI "
+            model = model or TOY_JUDGE_MODEL
+            if model != TOY_JUDGE_MODEL:
+                raise ValueError(f"base_url=None runs the local toy judge ({TOY_JUDGE_MODEL!r}), not {model!r}; for OpenAI "
                                  f"give base_url='https://api.openai.com/v1' (key from OPENAI_API_KEY)")
             srv = stack.enter_context(ToyJudgeServer(model=model))
             base = srv.base_url
@@ -320,4 +318,4 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
                                    limit=limit, progress=progress, log=log, **client_options))
 
 
-__all__ = ["AnnotationReport", "annotate", "annotate_async", "default_paths", "TOY_MODEL"]
+__all__ = ["AnnotationReport", "annotate", "annotate_async", "default_paths"]

@@ -19,36 +19,15 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .. import plumbing
 
-def read_jsonl(path: str | Path) -> tuple[list[dict], int]:
-    """The records of a JSON-lines file, and how many lines were skipped (torn or not an object).
 
-    A kill during an append leaves a torn last line; it is skipped, as is any other line that does not hold
-    one complete JSON object. A missing file has no records.
-    """
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    return parse_jsonl(raw)
+read_jsonl = plumbing.read_jsonl_tolerant  # a journal's records, and how many torn / bad lines were skipped
 
 
 def parse_jsonl(raw: bytes) -> tuple[list[dict], int]:
     """:func:`read_jsonl` of bytes already read (e.g. the part of a file appended since it was last read)."""
-    records, bad = [], 0
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            bad += 1
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
-        else:
-            bad += 1
-    return records, bad
+    return plumbing.parse_jsonl(raw, skip_bad=True)
 
 
 class JsonlLog:

@@ -48,7 +48,6 @@ from typing import Any, Callable, Iterator, Mapping
 
 from . import client, prompts, toy_judge
 
-DEFAULT_MODEL = client.TOY_JUDGE_MODEL
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Tokens OpenAI bills for one ``detail="low"`` image (a fixed 85); ``"high"`` adds 170 per 512 px tile.
 LOW_DETAIL_IMAGE_TOKENS = 85
@@ -56,7 +55,7 @@ FAULT_KINDS: tuple[str, ...] = ("rate_limit", "server_error", "timeout", "malfor
 _FAULT_ALIASES = {"429": "rate_limit", "rate_limit": "rate_limit", "500": "server_error",
                   "server_error": "server_error", "timeout": "timeout", "malformed": "malformed"}
 
-__all__ = ["DEFAULT_MODEL", "FAULT_KINDS", "FaultRates", "ToyJudgeServer", "main_serve", "count_tokens"]
+__all__ = ["FAULT_KINDS", "FaultRates", "ToyJudgeServer", "main_serve", "count_tokens"]
 
 
 @dataclass(frozen=True)
@@ -407,7 +406,7 @@ class ToyJudgeServer:
     request (method, path, status only) -- None keeps the server silent.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, model: str = DEFAULT_MODEL,
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, model: str = client.TOY_JUDGE_MODEL,
                  latency: float = 0.0, fault_rates: FaultRates | Mapping[str, float] | None = None,
                  seed: int = 0, timeout_sleep: float = 30.0, retry_after: float = 1.0,
                  log: Callable[[str], None] | None = None) -> None:
@@ -596,7 +595,7 @@ class ToyJudgeServer:
         return f"ToyJudgeServer({self.host!r}, port={self._requested_port}, model={self.model!r}, {state})"
 
 
-def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = DEFAULT_MODEL, latency: float = 0.0,
+def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = client.TOY_JUDGE_MODEL, latency: float = 0.0,
                fault_rates: FaultRates | Mapping[str, float] | None = None, seed: int = 0,
                timeout_sleep: float = 30.0, quiet: bool = False) -> int:
     """Serve the toy judge in the foreground until Ctrl-C or SIGTERM (``rewardedit judge-server``); prints the
@@ -628,7 +627,7 @@ def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = DEFAULT_M
 
 
 @contextlib.contextmanager
-def judge_endpoint(base_url: str | None = None, model: str = DEFAULT_MODEL, **server_options: Any) -> Iterator[str]:
+def judge_endpoint(base_url: str | None = None, model: str = client.TOY_JUDGE_MODEL, **server_options: Any) -> Iterator[str]:
     """The base URL to send judge requests to: ``base_url`` itself, or (None) a local toy judge server that
     runs for the duration of the ``with`` block. Lets one notebook cell serve GPT-4o and the toy judge alike."""
     if base_url:

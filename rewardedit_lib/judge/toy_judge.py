@@ -43,7 +43,6 @@ outside the grammar, get a cautious generic judgement instead of an error.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import threading
 from collections import OrderedDict
@@ -52,6 +51,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .. import plumbing
 from .. import toyworld as tw
 from ..formats import MAX_SCORE, PERFECT_FEEDBACK, PERSPECTIVES
 
@@ -144,35 +144,7 @@ def judge(instruction: str, source: Any, edited: Any, perspective: str, mode: st
 # --------------------------------------------------------------------------------------------------
 # Pixels in
 # --------------------------------------------------------------------------------------------------
-def to_rgb_array(image: Any) -> np.ndarray:
-    """An ``(H, W, 3)`` uint8 array from an array, a PIL image or encoded image bytes (PNG: lossless).
-
-    Raises ``ValueError`` for anything that is not a decodable image (the server turns that into a 400).
-    """
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(bytes(image))) as im:
-                im.load()
-                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise ValueError(f"not a readable image ({e})") from None
-    if isinstance(image, np.ndarray):
-        a = image
-    else:
-        try:  # a PIL image
-            a = np.asarray(image.convert("RGB"))
-        except AttributeError:
-            raise ValueError("expected an image array, a PIL image or image bytes, "
-                             f"got {type(image).__name__}") from None
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 4 or a.shape[1] < 4:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {a.shape}")
-    if a.dtype != np.uint8:
-        a = np.clip(np.rint(a.astype(np.float64)), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(a[:, :, :3])
+to_rgb_array = plumbing.to_rgb_array  # (H, W, 3) uint8 from an array, a PIL image or image bytes
 
 
 class _LRU:
