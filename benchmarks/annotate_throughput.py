@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rewardedit_lib.formats import PERSPECTIVES, read_instructpix2pix  # noqa: E402
 from rewardedit_lib.judge import prompts  # noqa: E402
 from rewardedit_lib.judge.client import AnswerCache, JudgeClient, JudgeRequest, judge_many  # noqa: E402
-from rewardedit_lib.judge.server import ToyJudgeServer  # noqa: E402
+from rewardedit_lib.toy.server import ToyJudgeServer  # noqa: E402
 from rewardedit_lib.toyworld import write_toy_dataset  # noqa: E402
 
 TARGET = 20.0

@@ -150,7 +150,7 @@ def _parse_faults(text: str | None) -> dict[str, float]:
 
 def _cmd_judge_server(args: argparse.Namespace) -> int:
     from .judge.client import TOY_JUDGE_MODEL
-    from .judge.server import main_serve
+    from .toy.server import main_serve
 
     model = TOY_JUDGE_MODEL if args.model is None else args.model
     return main_serve(args.host, args.port, model=model, latency=args.latency,

@@ -250,7 +250,7 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
     answer that cannot be read) is ``None``, and the row's ``errors`` says why, per perspective.
     """
     from .judge import paper_protocol as paper
-    from .judge.server import judge_endpoint
+    from .toy.server import judge_endpoint
 
     options = paper.client_options_for(protocol, {"concurrency": concurrency, **(client_options or {})})
     local = base_url is None and options.get("azure_api_version") is None

@@ -24,7 +24,7 @@ from rewardedit_lib.formats import PERSPECTIVES, read_seeds
 from rewardedit_lib.judge import prompts
 from rewardedit_lib.judge.annotate import annotate, default_paths
 from rewardedit_lib.judge.client import AnswerCache, read_jsonl
-from rewardedit_lib.judge.server import ToyJudgeServer
+from rewardedit_lib.toy.server import ToyJudgeServer
 from rewardedit_lib.toyworld import write_toy_dataset
 
 pytestmark = pytest.mark.timeout(120)

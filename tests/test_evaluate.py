@@ -14,7 +14,7 @@ from rewardedit_lib import evaluate as E
 from rewardedit_lib import knob as K
 from rewardedit_lib import toyworld
 from rewardedit_lib.formats import read_real_edit
-from rewardedit_lib.judge.server import ToyJudgeServer
+from rewardedit_lib.toy.server import ToyJudgeServer
 from rewardedit_lib.pipeline import toy_pipeline
 
 FAST = E.EditSettings(num_inference_steps=2, guidance_scale=3.0, image_guidance_scale=1.5)
@@ -119,7 +119,7 @@ def test_ancestral_steps_change_the_edit_and_folders_from_before_eta_count_as_de
 
 
 def test_judging_twice_asks_the_judge_once(model_dir, bench, tmp_path):
-    from rewardedit_lib.judge.server import ToyJudgeServer
+    from rewardedit_lib.toy.server import ToyJudgeServer
 
     items = read_real_edit(bench).items[:4]
     edits = E.edit_benchmark(E.load_model(model_dir), items, tmp_path / "o", FAST, progress=False)

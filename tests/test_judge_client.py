@@ -228,7 +228,7 @@ def test_cache_key_covers_model_prompt_version_perspective_mode_images_instructi
 def test_cache_key_of_the_toy_judge_covers_its_version(monkeypatch):
     """A judgement cached by an older toy judge is asked again once the judge changed; other models' keys
     do not depend on the toy judge."""
-    from rewardedit_lib.judge import toy_judge
+    from rewardedit_lib.toy import judge as toy_judge
 
     base = dict(perspective="quality", mode="evaluate", instruction="x", source_sha256="a", edited_sha256="b")
     toy, other = request_key(model="toy-judge", **base), request_key(model="gpt-4o", **base)

@@ -1,4 +1,4 @@
-"""Tests of the toy judge's OpenAI-compatible server (rewardedit_lib.judge.server).
+"""Tests of the toy judge's OpenAI-compatible server (rewardedit_lib.toy.server).
 
 What must hold: the official ``openai`` client (sync and async) gets valid chat completions for requests
 built exactly as the real judge gets them (prompts.build_messages + prompts.response_format), answers the
@@ -32,8 +32,9 @@ from PIL import Image
 
 from rewardedit_lib import toyworld as tw
 from rewardedit_lib.formats import PERSPECTIVES
-from rewardedit_lib.judge import prompts, toy_judge
-from rewardedit_lib.judge.server import FAULT_KINDS, FaultRates, ToyJudgeServer, count_tokens
+from rewardedit_lib.judge import prompts
+from rewardedit_lib.toy import judge as toy_judge
+from rewardedit_lib.toy.server import FAULT_KINDS, FaultRates, ToyJudgeServer, count_tokens
 
 SENTINEL = "sk-SENTINEL-9f3b2c7d1e-do-not-log"
 REPO = Path(__file__).resolve().parents[1]
@@ -375,7 +376,7 @@ def test_api_key_is_never_logged_in_process(server, triplets, log_lines, capfd) 
 def test_cli_entry_point_serves_and_never_prints_the_key(tmp_path, triplets) -> None:
     """main_serve (what `rewardedit judge-server` runs) in a subprocess: it prints the base URL, logs request
     lines to stderr, stops on Ctrl-C, and the key appears in none of its output."""
-    code = "from rewardedit_lib.judge.server import main_serve; raise SystemExit(main_serve('127.0.0.1', 0))"
+    code = "from rewardedit_lib.toy.server import main_serve; raise SystemExit(main_serve('127.0.0.1', 0))"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OPENAI_API_KEY=SENTINEL)
     # A job a shell started in the background inherits SIGINT *ignored*, and then Python installs no
     # KeyboardInterrupt handler: restore the default so Ctrl-C means what it does in a terminal.

@@ -23,7 +23,7 @@ from rewardedit_lib.cli import main
 from rewardedit_lib.judge import paper_protocol as P
 from rewardedit_lib.judge.client import AnswerCache, JudgeRequest
 from rewardedit_lib.judge.prompts import AnswerError
-from rewardedit_lib.judge.server import ToyJudgeServer
+from rewardedit_lib.toy.server import ToyJudgeServer
 from rewardedit_lib.pipeline import toy_pipeline
 from test_evaluate import real_edit_folder
 from test_released_weights import save_reference_folder

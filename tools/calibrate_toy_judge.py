@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from rewardedit_lib import toyworld as tw
-from rewardedit_lib.judge import toy_judge as tj
+from rewardedit_lib.toy import judge as tj
 
 
 def background_drift(ideal_scene: tw.Scene, edited: np.ndarray) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from rewardedit_lib import toyworld as tw
-from rewardedit_lib.judge import toy_judge as tj
+from rewardedit_lib.toy import judge as tj
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_toy_judge import background_drift  # noqa: E402  (the same measure the calibration uses)

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from rewardedit_lib.formats import PERSPECTIVES
-from rewardedit_lib.judge import toy_judge as tj
+from rewardedit_lib.toy import judge as tj
 
 
 def main(eval_dir: str, bench_dir: str) -> None:

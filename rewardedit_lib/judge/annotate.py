@@ -200,7 +200,7 @@ async def annotate_async(data_dir: str | Path, out_path: str | Path, *, base_url
             f"(e.g. torn by a kill); those answers will be asked again")
     with contextlib.ExitStack() as stack:
         if base_url is None and azure_api_version is None:
-            from .server import ToyJudgeServer
+            from ..toy.server import ToyJudgeServer
 
             model = model or TOY_JUDGE_MODEL
             if model != TOY_JUDGE_MODEL:

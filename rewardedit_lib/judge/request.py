@@ -68,7 +68,7 @@ def request_key(model: str, perspective: str, mode: str, instruction: str, sourc
     was before protocols existed, so caches written then stay valid.
     """
     if model == TOY_JUDGE_MODEL:  # imported here: the toy judge (numpy, the toy world) is no cost to other judges
-        from .toy_judge import JUDGE_VERSION
+        from ..toy.judge import JUDGE_VERSION
 
         model = f"{model}/{JUDGE_VERSION}"
     payload = {

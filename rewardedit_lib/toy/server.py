@@ -3,9 +3,9 @@
 Why a server and not a function call: the kit has exactly one judge client -- the official ``openai``
 package -- so that the code annotating the toy world is the code that will annotate RewardEdit20K with
 GPT-4o or a vLLM-served open model. The toy judge therefore has to *be* an OpenAI endpoint: it receives
-the very requests GPT-4o would receive (:func:`..prompts.build_messages`: the kit's prompt, the instruction,
-two base64 PNG images), reads them with :func:`..prompts.identify`, judges with
-:func:`..toy_judge.judge` and answers a ``chat.completion`` whose message content is the answer JSON.
+the very requests GPT-4o would receive (:func:`..judge.prompts.build_messages`: the kit's prompt, the instruction,
+two base64 PNG images), reads them with :func:`..judge.prompts.identify`, judges with
+:func:`.judge.judge` and answers a ``chat.completion`` whose message content is the answer JSON.
 
 Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models`` (``/v1/models/<id>``; the ``/v1`` prefix is
 optional). ``response_format`` of type ``json_schema``, ``json_object`` or ``text`` (or none) is honoured by
@@ -46,7 +46,8 @@ from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator, Mapping
 
-from . import client, prompts, toy_judge
+from ..judge import client, prompts
+from . import judge as toy_judge
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Tokens OpenAI bills for one ``detail="low"`` image (a fixed 85); ``"high"`` adds 170 per 512 px tile.
