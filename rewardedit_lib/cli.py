@@ -158,7 +158,7 @@ def _cmd_judge_server(args: argparse.Namespace) -> int:
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
-    from .judge.annotate import annotate
+    from .toy.endpoint import annotate  # the local toy judge when no --base-url is given
 
     report = annotate(args.data, args.out, base_url=args.base_url, model=args.model, concurrency=args.concurrency,
                       max_retries=args.max_retries, timeout=args.timeout, azure_api_version=args.azure_api_version,

@@ -250,7 +250,7 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
     answer that cannot be read) is ``None``, and the row's ``errors`` says why, per perspective.
     """
     from .judge import paper_protocol as paper
-    from .toy.server import judge_endpoint
+    from .toy import endpoint as toy_endpoint
 
     options = paper.client_options_for(protocol, {"concurrency": concurrency, **(client_options or {})})
     local = base_url is None and options.get("azure_api_version") is None
@@ -264,12 +264,13 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
         raise ValueError(f"base_url=None runs the local toy judge ({TOY_JUDGE_MODEL!r}), not {model!r}")
     cache = AnswerCache(cache_dir)
     try:
-        with judge_endpoint(base_url, model) as url:
+        with toy_endpoint.judge_endpoint(base_url, model) as url:
             if local:
                 api_key_env = None
 
             async def go():
-                client = JudgeClient(model, base_url=url, api_key_env=api_key_env, **options)
+                client = JudgeClient(model, base_url=url, api_key_env=api_key_env,
+                                     **{**toy_endpoint.client_options(model), **options})
                 try:
                     return await judge_many(requests, client, cache=cache, progress=progress, desc="judging")
                 finally:

@@ -10,7 +10,7 @@ import pytest
 from rewardedit_lib import dataset, formats, toyworld, viz
 from rewardedit_lib.judge.annotate import annotation_requests
 from rewardedit_lib.judge.client import estimate_cost
-from rewardedit_lib.toy.server import judge_endpoint
+from rewardedit_lib.toy.endpoint import judge_endpoint
 
 
 def test_roc_auc_matches_pairwise_definition():

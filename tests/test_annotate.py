@@ -22,7 +22,8 @@ import pytest
 from rewardedit_lib import formats
 from rewardedit_lib.formats import PERSPECTIVES, read_seeds
 from rewardedit_lib.judge import prompts
-from rewardedit_lib.judge.annotate import annotate, default_paths
+from rewardedit_lib.judge.annotate import default_paths
+from rewardedit_lib.toy.endpoint import annotate
 from rewardedit_lib.judge.client import AnswerCache, read_jsonl
 from rewardedit_lib.toy.server import ToyJudgeServer
 from rewardedit_lib.toyworld import write_toy_dataset
@@ -84,7 +85,7 @@ def check_complete_output(out: Path, folders: list[str]) -> None:
 # kill -9 at a random point, then the same command again
 # --------------------------------------------------------------------------------------------------
 ANNOTATE_SCRIPT = (
-    "import sys; from rewardedit_lib.judge.annotate import annotate; "
+    "import sys; from rewardedit_lib.toy.endpoint import annotate; "
     "r = annotate(sys.argv[1], sys.argv[2], base_url=sys.argv[3], model='toy-judge', concurrency=int(sys.argv[4]), "
     "progress=False, log=None); sys.exit(0 if r.failed == 0 else 1)"
 )

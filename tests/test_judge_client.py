@@ -227,14 +227,48 @@ def test_cache_key_covers_model_prompt_version_perspective_mode_images_instructi
 
 def test_cache_key_of_the_toy_judge_covers_its_version(monkeypatch):
     """A judgement cached by an older toy judge is asked again once the judge changed; other models' keys
-    do not depend on the toy judge."""
-    from rewardedit_lib.toy import judge as toy_judge
+    do not depend on the toy judge. The version reaches the key through the client (``model_version``, which
+    :func:`rewardedit_lib.toy.endpoint.client_options` supplies); the generic judge code imports no toy judge."""
+    from rewardedit_lib.toy import endpoint, judge as toy_judge
 
     base = dict(perspective="quality", mode="evaluate", instruction="x", source_sha256="a", edited_sha256="b")
-    toy, other = request_key(model="toy-judge", **base), request_key(model="gpt-4o", **base)
+
+    def key(model):
+        return request_key(model=JudgeClient(model, base_url="http://127.0.0.1:9/v1",
+                                             **endpoint.client_options(model)).cache_model, **base)
+
+    toy, other = key("toy-judge"), key("gpt-4o")
+    # the key the client built before the version moved out of judge/ (a course folder made then resumes)
+    assert toy == "6d62baddac2e7ee0d2d80c88caedf2dfbfc55dcf411e6b4698882f6e44e75672"
+    assert other == request_key(model="gpt-4o", **base)
     monkeypatch.setattr(toy_judge, "JUDGE_VERSION", "toy-judge-999")
-    assert request_key(model="toy-judge", **base) != toy
-    assert request_key(model="gpt-4o", **base) == other
+    monkeypatch.setattr(endpoint, "JUDGE_VERSION", "toy-judge-999")
+    assert key("toy-judge") != toy
+    assert key("gpt-4o") == other
+
+
+def test_the_generic_judge_imports_nothing_from_the_toy_world():
+    """judge/ stays generic: no module of it imports rewardedit_lib.toy or the toy world (statically)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "rewardedit_lib" / "judge"
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                package = ["rewardedit_lib", "judge"][:max(0, 3 - node.level)] if node.level else []
+                module = ".".join(package + ([node.module] if node.module else []))
+                names = [module] + [f"{module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n.startswith("rewardedit_lib.toy") for n in names), (path.name, names)
+
+
+def test_judge_and_toy_modules_are_at_most_700_lines():
+    root = Path(__file__).resolve().parents[1] / "rewardedit_lib"
+    for path in sorted([*root.glob("judge/*.py"), *root.glob("toy/*.py")]):
+        assert len(path.read_text().splitlines()) <= 700, path.name
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewardedit_lib import toyworld
-from rewardedit_lib.judge.annotate import annotate
+from rewardedit_lib.toy.endpoint import annotate
 
 
 def annotated_toy_data(root: Path, n: int, seed: int) -> tuple[Path, Path]:

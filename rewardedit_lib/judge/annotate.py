@@ -16,14 +16,14 @@ The cache is the only state a resumed run needs: a kill at any instant loses at 
 requests in flight, and running the same call again sends only what the cache lacks. Failed requests are
 journaled, listed in the failures file and asked again by the next run.
 
-With ``base_url=None`` the run starts the kit's toy judge server on a free local port for its duration and
-uses model ``toy-judge``; point it at GPT-4o with ``base_url="https://api.openai.com/v1", model="gpt-4o"``
-(key from ``OPENAI_API_KEY``), or at Azure with ``azure_api_version=`` (key from ``AZURE_OPENAI_API_KEY``).
+The run talks to one endpoint: GPT-4o with ``base_url="https://api.openai.com/v1", model="gpt-4o"`` (key from
+``OPENAI_API_KEY``), Azure with ``azure_api_version=`` (key from ``AZURE_OPENAI_API_KEY``), or any
+OpenAI-compatible URL. This module knows no particular judge: starting the kit's local toy judge when no URL
+is given is :func:`rewardedit_lib.toy.endpoint.annotate`'s job (what the CLI and the notebooks call).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
@@ -44,7 +44,6 @@ from ..formats import (
 from ..plumbing import atomic_write_text
 from . import prompts
 from .client import (
-    TOY_JUDGE_MODEL,
     AnswerCache,
     CostEstimate,
     JsonlLog,
@@ -160,11 +159,19 @@ async def annotate_async(data_dir: str | Path, out_path: str | Path, *, base_url
                          timeout: float = 60.0, azure_api_version: str | None = None,
                          api_key_env: str | None = None, cache_dir: str | Path | None = None,
                          key_prefix: str = "", limit: int | None = None, progress: bool = True,
-                         log: Callable[[str], Any] | None = print, **client_options: Any) -> AnnotationReport:
-    """The async form of :func:`annotate` (same arguments), for code that already runs an event loop."""
+                         log: Callable[[str], Any] | None = print, endpoint_label: str | None = None,
+                         **client_options: Any) -> AnnotationReport:
+    """The async form of :func:`annotate` (same arguments), for code that already runs an event loop.
+    ``endpoint_label``: how the log and the journal name the endpoint (default: the client's redacted URL)."""
     import asyncio
 
     t0 = time.perf_counter()
+    if base_url is None and azure_api_version is None:
+        raise ValueError("give the judge's base_url (e.g. 'https://api.openai.com/v1' with model='gpt-4o'); "
+                         "rewardedit_lib.toy.endpoint.annotate starts the local toy judge when there is none")
+    if not model:
+        raise ValueError(f"give the judge model for {redact_url(base_url)} (e.g. model='gpt-4o'; "
+                         f"for Azure, the deployment name)")
     say = log or (lambda _msg: None)
     root = Path(data_dir)
     paths = default_paths(out_path, cache_dir)
@@ -198,54 +205,39 @@ async def annotate_async(data_dir: str | Path, out_path: str | Path, *, base_url
     if cache.skipped_lines:
         say(f"cache {paths['cache']}: ignored {cache.skipped_lines} incomplete or invalid line(s) "
             f"(e.g. torn by a kill); those answers will be asked again")
-    with contextlib.ExitStack() as stack:
-        if base_url is None and azure_api_version is None:
-            from ..toy.server import ToyJudgeServer
+    base, endpoint = base_url, endpoint_label or ""
+    client = JudgeClient(model, base_url=base, api_key_env=api_key_env, azure_api_version=azure_api_version,
+                         concurrency=concurrency, max_retries=max_retries, timeout=timeout, **client_options)
+    endpoint = endpoint or client.endpoint
+    try:
+        keys = [r.key(client.cache_model, client.detail) for r in requests]
+        to_send = [r for r, k in zip(requests, keys) if cache.get(k) is None]
+        est = estimate_cost(to_send, client.model, cached=len(requests) - len(to_send),
+                            prices=client.prices, price_model=client.price_model)
+        say(f"annotating {len(folders)} folders ({len(data_failed)} unreadable) with {client.model} at "
+            f"{endpoint}, {concurrency} at a time")
+        say(f"cache: {paths['cache']} ({len(cache)} answers); journal: {paths['journal']}")
+        say(str(est))
+        journal.append_now({
+            "event": "run_start", "run": run_id, "time": time.time(), "data": str(root),
+            "out": str(paths["out"]), "model": client.model, "endpoint": endpoint,
+            "prompt_version": prompts.PROMPT_VERSION, "folders": len(folders), "requests": len(requests),
+            "to_send": len(to_send), "concurrency": concurrency, "max_retries": max_retries, "timeout": timeout,
+        })
+        journal.append_many([{"event": "folder_skipped", "run": run_id, "folder": folder, "reason": reason}
+                             for folder, reason in data_failed.items()])
 
-            model = model or TOY_JUDGE_MODEL
-            if model != TOY_JUDGE_MODEL:
-                raise ValueError(f"base_url=None runs the local toy judge ({TOY_JUDGE_MODEL!r}), not {model!r}; for OpenAI "
-                                 f"give base_url='https://api.openai.com/v1' (key from OPENAI_API_KEY)")
-            srv = stack.enter_context(ToyJudgeServer(model=model))
-            base = srv.base_url
-            endpoint = f"local toy judge ({base})"
-        else:
-            if not model:
-                raise ValueError(f"give the judge model for {redact_url(base_url)} (e.g. model='gpt-4o'; "
-                                 f"for Azure, the deployment name)")
-            base, endpoint = base_url, ""
-        client = JudgeClient(model, base_url=base, api_key_env=api_key_env, azure_api_version=azure_api_version,
-                             concurrency=concurrency, max_retries=max_retries, timeout=timeout, **client_options)
-        endpoint = endpoint or client.endpoint
-        try:
-            keys = [r.key(client.model, client.detail) for r in requests]
-            to_send = [r for r, k in zip(requests, keys) if cache.get(k) is None]
-            est = estimate_cost(to_send, client.model, cached=len(requests) - len(to_send),
-                                prices=client.prices, price_model=client.price_model)
-            say(f"annotating {len(folders)} folders ({len(data_failed)} unreadable) with {client.model} at "
-                f"{endpoint}, {concurrency} at a time")
-            say(f"cache: {paths['cache']} ({len(cache)} answers); journal: {paths['journal']}")
-            say(str(est))
-            journal.append_now({
-                "event": "run_start", "run": run_id, "time": time.time(), "data": str(root),
-                "out": str(paths["out"]), "model": client.model, "endpoint": endpoint,
-                "prompt_version": prompts.PROMPT_VERSION, "folders": len(folders), "requests": len(requests),
-                "to_send": len(to_send), "concurrency": concurrency, "max_retries": max_retries, "timeout": timeout,
-            })
-            journal.append_many([{"event": "folder_skipped", "run": run_id, "folder": folder, "reason": reason}
-                                 for folder, reason in data_failed.items()])
+        async def on_result(res: JudgeResult) -> None:
+            if not res.ok:
+                await journal.append({"event": "request_failed", "run": run_id, "folder": res.request.id,
+                                      "perspective": res.request.perspective, "key": res.key,
+                                      "attempts": res.attempts, "reason": res.error})
 
-            async def on_result(res: JudgeResult) -> None:
-                if not res.ok:
-                    await journal.append({"event": "request_failed", "run": run_id, "folder": res.request.id,
-                                          "perspective": res.request.perspective, "key": res.key,
-                                          "attempts": res.attempts, "reason": res.error})
-
-            results = await judge_many(requests, client, cache=cache, progress=progress, desc="annotating",
-                                       run_id=run_id, on_result=on_result)
-        finally:
-            await client.aclose()
-            cache.close()
+        results = await judge_many(requests, client, cache=cache, progress=progress, desc="annotating",
+                                   run_id=run_id, on_result=on_result)
+    finally:
+        await client.aclose()
+        cache.close()
 
     by_folder: dict[str, dict[str, JudgeResult]] = {}
     for res in results:
@@ -291,13 +283,14 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
              concurrency: int = 16, max_retries: int = 5, timeout: float = 60.0,
              azure_api_version: str | None = None, api_key_env: str | None = None,
              cache_dir: str | Path | None = None, key_prefix: str = "", limit: int | None = None,
-             progress: bool = True, log: Callable[[str], Any] | None = print,
+             progress: bool = True, log: Callable[[str], Any] | None = print, endpoint_label: str | None = None,
              **client_options: Any) -> AnnotationReport:
     """Judge every folder of an InstructPix2Pix-layout dataset from three perspectives; write RewardEdit_20K.json.
 
-    * ``base_url=None``: a local toy judge server runs for the duration (model ``toy-judge``). Otherwise
-      ``model`` is required; keys come from the environment only (see :class:`.client.JudgeClient`;
-      ``api_key_env`` names the variable for a self-hosted server that wants one).
+    * ``base_url`` and ``model`` name the judge (``base_url`` may be None only with ``azure_api_version``; the
+      local toy judge is started by :func:`rewardedit_lib.toy.endpoint.annotate`, which then calls this);
+      keys come from the environment only (see :class:`.client.JudgeClient`; ``api_key_env`` names the
+      variable for a self-hosted server that wants one).
     * Re-running the same call resumes: cached answers are not asked again; failed ones are.
     * A corrupt or missing image, or a bad ``prompt.json``, fails that folder only (listed in the failures
       file with the reason); judge failures likewise, after ``max_retries`` retries.
@@ -315,7 +308,8 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
     return run_sync(annotate_async(data_dir, out_path, base_url=base_url, model=model, concurrency=concurrency,
                                    max_retries=max_retries, timeout=timeout, azure_api_version=azure_api_version,
                                    api_key_env=api_key_env, cache_dir=cache_dir, key_prefix=key_prefix,
-                                   limit=limit, progress=progress, log=log, **client_options))
+                                   limit=limit, progress=progress, log=log,
+                                   endpoint_label=endpoint_label, **client_options))
 
 
 __all__ = ["AnnotationReport", "annotate", "annotate_async", "default_paths"]

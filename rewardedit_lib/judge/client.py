@@ -260,7 +260,7 @@ class JudgeClient:
                  timeout: float = 60.0, backoff_base: float = 0.5, backoff_max: float = 30.0,
                  max_retry_after: float = 120.0, response_format: str = "json_schema", detail: str = "low",
                  max_tokens: int = 300, temperature: float | None = 0.0, prices: Mapping[str, ModelPrice] | None = None,
-                 price_model: str | None = None, seed: int | None = None):
+                 price_model: str | None = None, seed: int | None = None, model_version: str | None = None):
         if not model:
             raise JudgeConfigError("the judge needs a model name (e.g. model='gpt-4o'; for Azure, the deployment name)")
         if concurrency < 1:
@@ -272,6 +272,10 @@ class JudgeClient:
         if response_format not in RESPONSE_FORMATS:
             raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
         self.model = model
+        #: the judge as the answer cache knows it: ``model``, plus ``/model_version`` where the caller knows a
+        #: version the name does not pin (the kit's toy judge: :func:`rewardedit_lib.toy.endpoint.client_options`)
+        self.model_version = model_version
+        self.cache_model = f"{model}/{model_version}" if model_version else model
         self.base_url = base_url
         self.azure = azure_api_version is not None
         self.azure_api_version = azure_api_version
@@ -477,7 +481,7 @@ class JudgeClient:
         ``on_answer(result, usage)`` runs inside the request's concurrency slot once it has a valid answer
         (``judge_many`` makes the answer durable there), so a kill can lose at most ``concurrency`` answers.
         """
-        key = key or request.key(self.model, self.detail)
+        key = key or request.key(self.cache_model, self.detail)
         result = JudgeResult(request, key)
         sem = self._semaphore()
         messages: list[dict] | None = None
@@ -586,7 +590,7 @@ async def judge_many(requests: Sequence[JudgeRequest], client: JudgeClient, *, c
       event loop keeps the network busy.
     """
     requests = list(requests)
-    keys = await asyncio.to_thread(lambda: [r.key(client.model, client.detail) for r in requests])
+    keys = await asyncio.to_thread(lambda: [r.key(client.cache_model, client.detail) for r in requests])
     results: list[JudgeResult | None] = [None] * len(requests)
     todo: dict[str, list[int]] = {}
     for i, (req, key) in enumerate(zip(requests, keys)):

@@ -59,18 +59,16 @@ def request_key(model: str, perspective: str, mode: str, instruction: str, sourc
                 protocol: str = "kit") -> str:
     """The cache key of one judgement: any change to what is asked, or to whom, asks again.
 
-    For the kit's toy judge "whom" includes its version: a judgement cached by an older toy judge is not
-    reused after the judge changed (a hosted model's name is all the kit can know of it).
+    ``model`` is the judge's identity as the cache knows it: its name, and its version where the caller knows
+    one the name does not pin (:attr:`.client.JudgeClient.cache_model`: ``"toy-judge/toy-judge-3"`` for the kit's
+    toy judge, so a judgement cached by an older toy judge is not reused after the judge changed; a hosted
+    model's name is all the kit can know of it). Nothing here knows any particular judge.
 
     ``protocol``: whose questions these are -- ``"kit"`` (:mod:`.prompts`) or ``"paper"`` (the reference's
     released evaluation, :mod:`.paper_protocol`). A non-kit protocol is a field of the hashed payload, so a
     paper verdict can never be read as a kit verdict or the other way round; the kit's payload is left as it
     was before protocols existed, so caches written then stay valid.
     """
-    if model == TOY_JUDGE_MODEL:  # imported here: the toy judge (numpy, the toy world) is no cost to other judges
-        from ..toy.judge import JUDGE_VERSION
-
-        model = f"{model}/{JUDGE_VERSION}"
     payload = {
         "model": model,
         "prompt_version": prompts.PROMPT_VERSION if prompt_version is None else prompt_version,

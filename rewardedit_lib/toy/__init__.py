@@ -4,6 +4,8 @@
   alone (its steps: :mod:`.quality`, :mod:`.scene_recovery`, :mod:`.explanation` with :mod:`.comparator`,
   :mod:`.feedback`, :mod:`.calibration`, :mod:`.pixels`)
 * :mod:`.server`  the toy judge behind an OpenAI-compatible HTTP API (``rewardedit judge-server``)
+* :mod:`.endpoint`  "no judge URL given" means the local toy judge: the one helper annotation and evaluation
+  use (it also gives the toy judge's version to the answer cache)
 
 The generic judge code (:mod:`rewardedit_lib.judge`) imports nothing from here.
 """

@@ -32,7 +32,6 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -44,7 +43,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from ..judge import client, prompts
 from . import judge as toy_judge
@@ -625,14 +624,3 @@ def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = client.TO
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-@contextlib.contextmanager
-def judge_endpoint(base_url: str | None = None, model: str = client.TOY_JUDGE_MODEL, **server_options: Any) -> Iterator[str]:
-    """The base URL to send judge requests to: ``base_url`` itself, or (None) a local toy judge server that
-    runs for the duration of the ``with`` block. Lets one notebook cell serve GPT-4o and the toy judge alike."""
-    if base_url:
-        yield base_url
-        return
-    with ToyJudgeServer(model=model, **server_options) as srv:
-        yield srv.base_url
