@@ -82,10 +82,8 @@ def toy_vocabulary() -> list[str]:
     sources: list[str] = [PERFECT_FEEDBACK, *PERSPECTIVE_TITLES.values()]
     sources += [*toyworld.OBJECT_COLORS, *toyworld.BACKGROUNDS, *toyworld.SHAPES, *toyworld.SIZES,
                 *toyworld.PATTERNS, *toyworld.TONES, *toyworld.REGIONS]
-    # The instruction grammar's own words (templates and their phrase tables; read, never modified).
-    sources += [t for ts in toyworld._TEMPLATES.values() for t in ts]
-    sources += [w for ws in toyworld._PATTERN_WORDS.values() for w in ws]
-    sources += [w for ws in toyworld._TONE_WORDS.values() for w in ws]
+    # The instruction grammar's own words (its templates and the phrases of patterns and tones).
+    sources += toyworld.grammar_phrases()
     sources.append("nothing on a off-colour background, drawn as outlines, tone with")  # scene captions
     for s in sources:
         words.update(w for w in _words(re.sub(r"\{\w\}", " ", s)))

@@ -1,5 +1,7 @@
 """The toy world's stand-ins: what lets the kit run, and mean something, without GPUs, data or an API key.
 
+* :mod:`.world`, :mod:`.editors`, :mod:`.writer`  the toy world: scenes and the instruction grammar, the
+  correct and the flawed editor, the data and benchmark writers (``rewardedit_lib.toyworld`` re-exports them)
 * :mod:`.judge`  the toy judge, the offline stand-in for GPT-4o: scores toy-world edits from pixels and words
   alone (its steps: :mod:`.quality`, :mod:`.scene_recovery`, :mod:`.explanation` with :mod:`.comparator`,
   :mod:`.feedback`, :mod:`.calibration`, :mod:`.pixels`)
