@@ -348,7 +348,7 @@ def caption(scene: Scene) -> str:
 def grammar_phrases() -> list[str]:
     """Every instruction template (its fields written ``{x}``) and every phrase the grammar uses for a pattern
     or a tone, in a fixed order: the words a tokenizer of toy instructions must know
-    (:func:`rewardedit_lib.toy.text_encoder.toy_vocabulary` reads them here, never the tables themselves)."""
+    (:func:`rewardedit_lib.text.toy_vocabulary` reads them here, never the tables themselves)."""
     return ([t for ts in _TEMPLATES.values() for t in ts]
             + [w for ws in _PATTERN_WORDS.values() for w in ws]
             + [w for ws in _TONE_WORDS.values() for w in ws])
