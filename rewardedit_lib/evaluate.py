@@ -130,8 +130,9 @@ def default_settings(pipe: RewardEditPipeline) -> EditSettings:
 
 
 def model_kind(pipe: RewardEditPipeline) -> str:
-    """``"toy"`` (pixel space, no VAE) or ``"sd15"``."""
-    return "toy" if pipe.vae is None else "sd15"
+    """``"toy"`` or ``"sd15"``: the config the model records (``model_config`` in its model_index.json), else,
+    for a folder saved before that was recorded, told by its VAE (the toy model has none)."""
+    return getattr(pipe.config, "model_config", None) or ("toy" if pipe.vae is None else "sd15")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -153,10 +153,11 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     stock ``UNet2DConditionModel``), ``scheduler``, ``reward_encoder`` (``None`` for stage 1). Call it as
     diffusers' pipeline, plus ``reward_scores``, ``reward_text`` and ``reward_guidance_scale``.
 
-    Three settings travel with a model (in ``model_index.json``): ``default_resolution``;
+    Four settings travel with a model (in ``model_index.json``): ``default_resolution``;
     ``default_reward_text``, the feedback text used when a call passes none (``None``: the training data's
     perfect-score sentence; the reference's weights record the ``"None; None; None"`` they were evaluated
-    with); and ``failure_reward_text``, the failure sentence its training data uses most in each perspective
+    with); ``model_config``, the config it was built as ("toy" or "sd15"; folders written before it was
+    recorded are told apart by their VAE); and ``failure_reward_text``, the failure sentence its training data uses most in each perspective
     (recorded by the trainer; ``None``: the generic :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`), which
     the reward knob and low-reward guidance ask for: a model hears low rewards in the words it was trained on. Every latent-space (sd15) pipeline samples with Euler-ancestral, the paper's sampler, on the noise
     schedule of the scheduler it was given: a model trained from an SD 1.5 folder would otherwise keep that
@@ -169,7 +170,8 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     def __init__(self, vae: AutoencoderKL | None, text_encoder, tokenizer, unet: UNet2DConditionModel, scheduler,
                  reward_encoder: RewardEncoder | None = None, safety_checker=None, feature_extractor=None,
                  image_encoder=None, requires_safety_checker: bool = False, default_resolution: int | None = None,
-                 default_reward_text: str | None = None, failure_reward_text: str | None = None):
+                 default_reward_text: str | None = None, failure_reward_text: str | None = None,
+                 model_config: str | None = None):
         if vae is not None:
             scheduler = paper_sampler(scheduler)
         super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
@@ -177,7 +179,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
         self.register_modules(reward_encoder=reward_encoder)
         self.register_to_config(default_resolution=default_resolution, default_reward_text=default_reward_text,
-                                failure_reward_text=failure_reward_text)
+                                failure_reward_text=failure_reward_text, model_config=model_config)
         if vae is None:  # pixel space: one "latent" pixel per image pixel, values in [-1, 1]
             self.vae_scale_factor = 1
             self.image_processor = VaeImageProcessor(vae_scale_factor=1)
@@ -415,7 +417,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         """A pipeline around a :class:`RewardUNet` (e.g. the one a trainer just trained)."""
         scheduler = scheduler or scheduler_for(name)
         pipe = cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=model.unet, scheduler=scheduler,
-                   reward_encoder=model.reward, default_resolution=DEFAULT_RESOLUTION[name])
+                   reward_encoder=model.reward, default_resolution=DEFAULT_RESOLUTION[name], model_config=name)
         pipe._composed = model
         return pipe
 
@@ -470,7 +472,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                 pipe.register_modules(reward_encoder=enc.to(pipe.unet.device))
         if scheduler == "euler_ancestral":
             pipe.scheduler = paper_sampler(pipe.scheduler)
-        pipe.register_to_config(default_resolution=resolution)
+        pipe.register_to_config(default_resolution=resolution, model_config="toy" if pipe.vae is None else "sd15")
         if reference is not None:
             pipe.register_to_config(default_reward_text=hub.REFERENCE_REWARD_TEXT)
         return pipe

@@ -190,6 +190,9 @@ def test_pipeline_save_and_load_round_trip(pipe, example, tmp_path):
     back = RewardEditPipeline.from_pretrained(tmp_path / "p")
     back.set_progress_bar_config(disable=True)
     assert back.vae is None and isinstance(back.reward_encoder, RewardEncoder)
+    from rewardedit_lib.evaluate import model_kind
+
+    assert back.config.model_config == "toy" and model_kind(back) == "toy"  # the config travels with the model
     assert np.array_equal(edit(back, example), edit(pipe, example))
     assert np.array_equal(edit(back, example, reward_guidance_scale=1.0),
                           edit(pipe, example, reward_guidance_scale=1.0))
