@@ -19,26 +19,24 @@ from .reward_modes import INJECTIONS, REWARD_MODES
 MAX_PROBLEMS = 20
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type for counts that must be >= 1: ``--n 0`` is a mistake, not an empty dataset."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole_number(minimum: int, bound: str):
+    """An argparse type for a count of at least ``minimum`` (``bound`` says so in its error): ``--n 0`` is a
+    mistake, not an empty dataset; ``--max-problems 0`` lists every problem."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    """An argparse type for counts that may be 0 (``--max-problems 0``: list every problem)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+_positive_int = _whole_number(1, "at least 1")
+_count = _whole_number(0, "0 or more")
 
 
 def _cmd_toy_data(args: argparse.Namespace) -> int:

@@ -124,9 +124,10 @@ def common_failure_text(rewards: Iterable[Rewards]) -> str:
     :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`; ties go to the sentence seen first.
     """
     counters = [Counter() for _ in PERSPECTIVES]
+    perfect = normalise_phrase(PERFECT_FEEDBACK)
     for r in rewards:
         for c, score, fb in zip(counters, r.scores, r.feedbacks):
-            if score < MAX_SCORE and fb.strip() and normalise_phrase(fb) != normalise_phrase(PERFECT_FEEDBACK):
+            if score < MAX_SCORE and fb.strip() and normalise_phrase(fb) != perfect:
                 c[fb.strip()] += 1
     generic = LOW_REWARD_TEXT.split("; ")
     return "; ".join(c.most_common(1)[0][0] if c else g for c, g in zip(counters, generic))

@@ -139,6 +139,9 @@ class Trainer:
         self.comp = comp
         self.noise_scheduler = DDPMScheduler.from_config(comp.scheduler.config)
         self.data = TrainingData(triplets, comp, config, device, store=memory.cache_device(config, triplets, device))
+        #: the words this model hears low rewards in, recorded with it (the knob and low-reward guidance use them)
+        self.failure_text = dataset.common_failure_text(t.rewards for t in triplets if t.rewards is not None) \
+            if config.uses_rewards else None
         if self._parks_frozen:
             self._park_frozen()  # cached: the VAE and text encoder are needed again only for validation
         model = comp.model.train()
@@ -321,9 +324,8 @@ class Trainer:
         pipe = RewardEditPipeline.from_model(self.raw_model, self.comp.tokenizer, self.comp.text_encoder,
                             type(self.comp.scheduler).from_config(self.comp.scheduler.config), self.comp.vae,
                             self.config.model)
-        if self.config.uses_rewards:  # the knob and low-reward guidance ask this model in its data's own words
-            pipe.register_to_config(failure_reward_text=dataset.common_failure_text(
-                t.rewards for t in self.data.triplets if t.rewards is not None))
+        if self.failure_text is not None:
+            pipe.register_to_config(failure_reward_text=self.failure_text)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
