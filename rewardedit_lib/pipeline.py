@@ -157,11 +157,12 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     ``default_reward_text``, the feedback text used when a call passes none (``None``: the training data's
     perfect-score sentence; the reference's weights record the ``"None; None; None"`` they were evaluated
     with); ``model_config``, the config it was built as ("toy" or "sd15"; folders written before it was
-    recorded are told apart by their VAE); and ``failure_reward_text``, the failure sentence its training data uses most in each perspective
-    (recorded by the trainer; ``None``: the generic :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`), which
-    the reward knob and low-reward guidance ask for: a model hears low rewards in the words it was trained on. Every latent-space (sd15) pipeline samples with Euler-ancestral, the paper's sampler, on the noise
-    schedule of the scheduler it was given: a model trained from an SD 1.5 folder would otherwise keep that
-    folder's PNDM. Assign ``pipe.scheduler`` after construction to sample otherwise on purpose.
+    recorded are told apart by their VAE); and ``failure_reward_text``, the failure sentence its training
+    data uses most in each perspective (recorded by the trainer; ``None``: the generic
+    :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`), which the reward knob and low-reward guidance ask for:
+    a model hears low rewards in the words it was trained on. Every latent-space (sd15) pipeline samples with
+    Euler-ancestral, the paper's sampler, on the noise schedule of the scheduler it was given: a model trained
+    from an SD 1.5 folder would otherwise keep that folder's PNDM. Assign ``pipe.scheduler`` after construction to sample otherwise on purpose.
     """
 
     model_cpu_offload_seq = "text_encoder->reward_encoder->unet->vae"
@@ -356,10 +357,11 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         """Edit ``image`` by ``prompt`` under reward conditions.
 
         ``reward_scores``: three scores (following, preserving, quality), or one triple per prompt; floats
-        are allowed; ``None`` = rewards unknown (meaningful for a model trained with reward dropout). ``reward_text``: the feedback text (default:
-        :attr:`inference_reward_text`), one string or one per prompt. ``reward_guidance_scale`` > 0 adds the contrast branch:
-        ``low_reward_scores`` / ``low_reward_text`` (default :attr:`low_reward_text`), or rewards unknown where ``low_reward_scores`` is ``None``. ``resolution``: edit size (InstructPix2Pix's rule,
-        longer side about this many pixels); ``None`` = the pipeline's default (512 for sd15, the image's own
+        are allowed; ``None`` = rewards unknown (meaningful for a model trained with reward dropout).
+        ``reward_text``: the feedback text (default: :attr:`inference_reward_text`), one string or one per
+        prompt. ``reward_guidance_scale`` > 0 adds the contrast branch: ``low_reward_scores`` /
+        ``low_reward_text`` (default :attr:`low_reward_text`), or rewards unknown where ``low_reward_scores``
+        is ``None``. ``resolution``: edit size (InstructPix2Pix's rule, longer side about this many pixels); ``None`` = the pipeline's default (512 for sd15, the image's own
         size for toy); ``height`` / ``width`` set it exactly. ``output_type``: "pil", "np", "pt" or "latent".
         The same ``generator`` gives the same images.
         """
