@@ -207,7 +207,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     changes = dict(stage=args.stage, rewards=args.rewards_mode, injection=args.injection, init=args.init,
                    max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-                   reward_lr_scale=args.reward_lr_scale,
+                   reward_lr_scale=args.reward_lr_scale, reward_warmup_steps=args.reward_warmup_steps,
                    seed=args.seed, mixed_precision=args.mixed_precision, reward_dropout=args.reward_dropout,
                    checkpoint_every=args.checkpoint_every, missing_rewards="skip" if args.skip_missing_rewards else None)
     if args.gradient_checkpointing:
@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=None, help="learning rate")
     s.add_argument("--reward-lr-scale", type=float, default=None,
                    help="stage 2: the new reward modules learn at lr x this (toy-cpu: 10)")
+    s.add_argument("--reward-warmup-steps", type=int, default=None,
+                   help="stage 2: the first N steps train only the reward modules (the UNet waits; the "
+                        "no-reward baseline idles them)")
     s.add_argument("--seed", type=int, default=None, help="seed of data order, noise and new modules")
     s.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None,
                    help="training precision: no (fp32), bf16 or fp16 (default: the profile's)")

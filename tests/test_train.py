@@ -159,6 +159,25 @@ def test_reward_lr_scale_gives_the_new_reward_modules_their_own_learning_rate(da
     assert sum(len(g["params"]) for g in groups) == len(trainer.params)
 
 
+def test_reward_warmup_trains_only_the_reward_modules_first_and_the_baseline_idles(data, tmp_path):
+    d, rewards = data
+    s1 = T.train(tiny(stage=1, max_steps=2, checkpoint_every=0), d, tmp_path / "s1", progress=False)
+    start = weights(s1.model_dir)
+    common = dict(stage=2, init=str(s1.model_dir), ema_decay=None, lr_schedule="constant", checkpoint_every=0)
+    multi = T.train(tiny(max_steps=2, reward_warmup_steps=2, **common), d, tmp_path / "m", rewards, progress=False)
+    w = weights(multi.model_dir)
+    assert all(torch.equal(w[k], v) for k, v in start.items())  # the UNet waited
+    assert any(k.startswith("reward.") and v.abs().sum() > 0 for k, v in w.items())  # the rewards learned
+    base = tiny(max_steps=3, reward_warmup_steps=2, rewards="none", **common)
+    trainer = T.Trainer(base, d, tmp_path / "b", progress=False)
+    trainer._setup()
+    assert [trainer.lr_scheduler.lr_lambdas[0](s) for s in (0, 1, 2)] == [0.0, 0.0, 1.0]
+    w = weights(T.train(base, d, tmp_path / "b2", progress=False).model_dir)
+    assert any(not torch.equal(w[k], v) for k, v in start.items())  # and trains after them
+    with pytest.raises(ValueError, match="reward_warmup_steps"):
+        tiny(max_steps=2, reward_warmup_steps=3)
+
+
 def test_a_missing_rewards_entry_names_the_folder_or_is_skipped(data, tmp_path):
     d, rewards = data
     entries = json.loads(Path(rewards).read_text())

@@ -37,6 +37,10 @@ class TrainConfig:
     init: str | None = None  # a model folder or hub id to start from (see :func:`load_components`)
     zero_init_rewards: bool = False  # start the reward modules' outputs at zero (stage 2 = stage 1 at step 0)
     reward_lr_scale: float = 1.0  # the new reward modules learn at lr x this (the UNet they join at lr)
+    #: The first this many steps train only the reward modules (the UNet's lr is 0), so that the rewards learn
+    #: to explain the data's flaws before the UNet can fold them into its average edit. The no-reward baseline
+    #: under the same recipe idles those steps: it fine-tunes fewer steps on the flawed data, never more.
+    reward_warmup_steps: int = 0
     # how long, how much
     max_steps: int = 300
     batch_size: int = 32
@@ -92,6 +96,7 @@ class TrainConfig:
              "a divisor of batch_size"),
             (self.lr > 0, "lr", "> 0"),
             (self.reward_lr_scale > 0, "reward_lr_scale", "> 0"),
+            (0 <= self.reward_warmup_steps <= self.max_steps, "reward_warmup_steps", "in [0, max_steps]"),
             (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}"),
             (0 <= self.conditioning_dropout <= 1 / 3, "conditioning_dropout", "in [0, 1/3]"),
             (0 <= self.reward_dropout <= 1, "reward_dropout", "in [0, 1]"),

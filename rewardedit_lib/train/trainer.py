@@ -66,6 +66,16 @@ def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, times
     raise TrainingError(f"unsupported prediction_type {kind!r} in the model's scheduler config")
 
 
+def _idle_until(first_step: int, lr_lambda):
+    """An lr multiplier that is 0 before ``first_step`` and ``lr_lambda``'s after (a plain function, so the
+    scheduler's state_dict leaves it out: it is rebuilt from the config on resume)."""
+
+    def multiplier(step: int) -> float:
+        return 0.0 if step < first_step else lr_lambda(step)
+
+    return multiplier
+
+
 def _make_optimizer(params, config: TrainConfig, fused: bool):
     if config.use_8bit_adam:
         try:
@@ -160,8 +170,8 @@ class Trainer:
         self._cudagraphs = config.compile and config.compile_mode == "reduce-overhead" and device.type == "cuda"
         if config.compile:  # the whole composed model: the reward hooks are traced with the UNet
             model = torch.compile(model, mode=None if config.compile_mode == "default" else config.compile_mode)
-        groups: Any = opt_params
-        if config.reward_lr_scale != 1.0 and raw.reward is not None:
+        groups: Any = [{"params": opt_params}]
+        if (config.reward_lr_scale != 1.0 or config.reward_warmup_steps) and raw.reward is not None:
             new = {id(p) for p in raw.reward.parameters()}
             groups = [{"params": [q for p, q in zip(params, opt_params) if id(p) not in new]},
                       {"params": [q for p, q in zip(params, opt_params) if id(p) in new],
@@ -171,6 +181,10 @@ class Trainer:
 
         self.lr_scheduler = get_scheduler(config.lr_schedule, self.optimizer, num_warmup_steps=config.warmup_steps,
                                           num_training_steps=config.max_steps)
+        if config.reward_warmup_steps:  # group 0 is the UNet (the whole model for the baseline): idle at first
+            sched = self.lr_scheduler
+            sched.lr_lambdas[0] = _idle_until(config.reward_warmup_steps, sched.lr_lambdas[0])
+            self.optimizer.param_groups[0]["lr"] = sched.base_lrs[0] * sched.lr_lambdas[0](sched.last_epoch)
         self.ema = None
         if config.ema_decay is not None:
             from diffusers.training_utils import EMAModel
