@@ -158,10 +158,10 @@ def _cmd_judge_server(args: argparse.Namespace) -> int:
 def _cmd_annotate(args: argparse.Namespace) -> int:
     from .toy.endpoint import annotate  # the local toy judge when no --base-url is given
 
-    report = annotate(args.data, args.out, base_url=args.base_url, model=args.model, concurrency=args.concurrency,
-                      max_retries=args.max_retries, timeout=args.timeout, azure_api_version=args.azure_api_version,
-                      api_key_env=args.api_key_env, cache_dir=args.cache_dir, limit=args.limit,
-                      key_prefix=args.key_prefix, progress=not args.no_progress)
+    judge = _judge_kwargs(args)
+    report = annotate(args.data, args.out, base_url=judge["base_url"], model=judge["judge_model"],
+                      api_key_env=judge["api_key_env"], **judge["client_options"], cache_dir=args.cache_dir,
+                      limit=judge["limit"], key_prefix=args.key_prefix, progress=judge["progress"])
     return 0 if report.failed == 0 else 1
 
 
@@ -240,18 +240,23 @@ def _edit_changes(args: argparse.Namespace) -> dict:
     return {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
 
 
-def _client_options(args: argparse.Namespace) -> dict:
-    """The judge client's options a judging command was given (:func:`_add_client_args`), those not given left
-    out (so the protocol's defaults apply: the paper's 100 s timeout, for one)."""
-    names = ("concurrency", "max_retries", "timeout", "azure_api_version")
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+#: The judge client's options (:func:`_add_judge_options`) that travel as ``client_options``; one not given
+#: is left out, so the library's default applies (for evaluation the protocol's: the paper's 100 s timeout).
+_CLIENT_OPTIONS = ("concurrency", "max_retries", "timeout", "azure_api_version")
 
 
 def _judge_kwargs(args: argparse.Namespace) -> dict:
-    """The judge and run options an evaluating command was given (see :func:`_add_judge_args`)."""
-    return dict(base_url=args.base_url, judge_model=args.judge_model, api_key_env=args.api_key_env,
-                device=args.device, limit=args.limit, progress=not args.no_progress, protocol=args.protocol,
-                client_options=_client_options(args))
+    """The judge and run options a judging command was given (declared by :func:`_add_judge_options`), the one
+    reader for ``annotate``, ``evaluate`` and ``knob``: ``base_url``, ``judge_model``, ``api_key_env``,
+    ``limit``, ``progress`` and ``client_options`` (those given only); ``protocol`` and ``device`` where the
+    command has them (the evaluating ones)."""
+    out = dict(base_url=args.base_url, judge_model=args.judge_model, api_key_env=args.api_key_env,
+               limit=args.limit, progress=not args.no_progress,
+               client_options={k: getattr(args, k) for k in _CLIENT_OPTIONS if getattr(args, k, None) is not None})
+    for name in ("protocol", "device"):
+        if hasattr(args, name):
+            out[name] = getattr(args, name)
+    return out
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -290,39 +295,44 @@ def _add_edit_args(s: argparse.ArgumentParser, sampler: bool) -> None:
     s.add_argument("--seed", type=int, default=None, help="noise seed (edits are deterministic per item and seed)")
 
 
-def _add_client_args(s: argparse.ArgumentParser, *, concurrency: int | None = None, max_retries: int | None = None,
-                     timeout: float | None = None) -> None:
-    """The judge client's options, one definition for annotating and evaluating (read back by
-    :func:`_client_options`); a default of None means the library's (the protocol's, for evaluation)."""
-    def dflt(v: object, fallback: str) -> str:
-        return f"default {v}" if v is not None else fallback
-
-    s.add_argument("--concurrency", type=int, default=concurrency,
-                   help=f"requests in flight ({dflt(concurrency, 'default 16')})")
-    s.add_argument("--max-retries", type=int, default=max_retries,
-                   help=f"retries per request on 429/5xx/timeouts/unreadable answers ({dflt(max_retries, 'default 5')})")
-    s.add_argument("--timeout", type=float, default=timeout,
-                   help=f"seconds per request ({dflt(timeout, 'default 60; 100 with --protocol paper, as the reference')})")
-    s.add_argument("--azure-api-version", default=None,
-                   help="Azure OpenAI: --base-url is the endpoint, the model the deployment (key from AZURE_OPENAI_API_KEY)")
-
-
-def _add_judge_args(s: argparse.ArgumentParser) -> None:
-    """The judge and run options every evaluating command shares (read back by :func:`_judge_kwargs`)."""
+def _add_judge_options(s: argparse.ArgumentParser, *, evaluating: bool) -> None:
+    """The options of a command that reaches a judge, declared once for ``annotate``, ``evaluate`` and ``knob``
+    (read back by :func:`_judge_kwargs`): where the judge is and who it is, its client's options, and how much to
+    run. ``evaluating``: the evaluating commands' extras (``--protocol``, ``--device``) and wording; ``annotate``
+    names the judge model ``--model`` (its original flag; ``--judge-model`` as the others name it works too).
+    A client option's default of None means the library's (the protocol's, for evaluation)."""
     s.add_argument("--base-url", default=None,
-                   help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (without it: the local toy judge, "
-                        "toy benchmarks only)")
-    s.add_argument("--judge-model", default=None,
-                   help="judge model name (default gpt-4o-2024-05-13 with --protocol paper; required for kit with "
-                        "--base-url)")
-    s.add_argument("--api-key-env", default=None, help="environment variable holding the judge's key (never the key)")
-    s.add_argument("--protocol", choices=("kit", "paper"), default=None,
-                   help="paper: the reference's released GPT-4o prompts, images and parsing (comparable with Table 1); "
-                        "kit: the kit's structured prompts. Default: paper for sd15 models at --base-url, kit for "
-                        "the toy world")
-    _add_client_args(s)
-    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
-    s.add_argument("--limit", type=int, default=None, help="only the first N items")
+                   help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (without it: the local toy judge"
+                        + (", toy benchmarks only)" if evaluating else ")"))
+    if evaluating:
+        s.add_argument("--judge-model", default=None,
+                       help="judge model name (default gpt-4o-2024-05-13 with --protocol paper; required for kit "
+                            "with --base-url)")
+    else:  # --model is annotate's own name for it (it has no model of its own to load)
+        s.add_argument("--model", "--judge-model", dest="judge_model", metavar="MODEL", default=None,
+                       help="judge model, e.g. gpt-4o (required with --base-url)")
+    s.add_argument("--api-key-env", default=None,
+                   help="name of the environment variable holding the judge's key, e.g. for a self-hosted server "
+                        "(never the key; default: OPENAI_API_KEY at api.openai.com, AZURE_OPENAI_API_KEY with "
+                        "--azure-api-version, none elsewhere)")
+    if evaluating:
+        s.add_argument("--protocol", choices=("kit", "paper"), default=None,
+                       help="paper: the reference's released GPT-4o prompts, images and parsing (comparable with "
+                            "Table 1); kit: the kit's structured prompts. Default: paper for sd15 models at "
+                            "--base-url, kit for the toy world")
+    s.add_argument("--concurrency", type=int, default=None, help="requests in flight (default 16)")
+    s.add_argument("--max-retries", type=int, default=None,
+                   help="retries per request on 429/5xx/timeouts/unreadable answers (default 5)")
+    s.add_argument("--timeout", type=float, default=None,
+                   help="seconds per request (default 60" + ("; 100 with --protocol paper, as the reference)"
+                                                             if evaluating else ")"))
+    s.add_argument("--azure-api-version", default=None,
+                   help="Azure OpenAI: --base-url is the endpoint, the judge model the deployment (key from "
+                        "AZURE_OPENAI_API_KEY)")
+    if evaluating:
+        s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    s.add_argument("--limit", type=int, default=None,
+                   help="only the first N items" if evaluating else "only the first N folders (try a paid judge first)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -417,16 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "read from the environment only (OPENAI_API_KEY, AZURE_OPENAI_API_KEY).")
     s.add_argument("--data", required=True, type=Path, help="InstructPix2Pix-layout folder")
     s.add_argument("--out", required=True, type=Path, help="RewardEdit_20K.json-format output")
-    s.add_argument("--base-url", default=None,
-                   help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (default: a local toy judge)")
-    s.add_argument("--model", default=None, help="judge model, e.g. gpt-4o (required with --base-url)")
-    _add_client_args(s, concurrency=16, max_retries=5, timeout=60.0)
-    s.add_argument("--api-key-env", default=None,
-                   help="name of the environment variable holding the key for a self-hosted server (never the key)")
+    _add_judge_options(s, evaluating=False)
     s.add_argument("--cache-dir", type=Path, default=None, help="answer cache (default: beside --out)")
-    s.add_argument("--limit", type=int, default=None, help="only the first N folders (try a paid judge first)")
     s.add_argument("--key-prefix", default="", help='prefix of every output key, e.g. "pix2pix-clip-filtered/train/"')
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_annotate)
 
     s = sub.add_parser("train", help="train stage 1 (InstructPix2Pix) or stage 2 (multi-reward)",
@@ -485,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scores", default=None,
                    help="reward scores to edit with, e.g. 5,5,5 (the default), or 'unknown'")
     _add_edit_args(s, sampler=True)
-    _add_judge_args(s)
+    _add_judge_options(s, evaluating=True)
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("knob", help="the reward knob: does a multi-reward model obey its rewards? resumable",
@@ -503,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an existing (5,5,5) `evaluate --out` folder of this model to reuse (refused if its "
                         "settings differ)")
     _add_edit_args(s, sampler=False)
-    _add_judge_args(s)
+    _add_judge_options(s, evaluating=True)
     s.set_defaults(func=_cmd_knob)
 
     s = sub.add_parser("course", help="run the notebooks in order with papermill on a named profile",
