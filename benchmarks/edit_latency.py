@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from diffusers import AutoencoderKL, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rewardedit_lib import models, text  # noqa: E402
+from rewardedit_lib import models  # noqa: E402
 from rewardedit_lib.pipeline import SD15_VAE_CONFIG, RewardEditPipeline, scheduler_for  # noqa: E402
+from rewardedit_lib.toy.text_encoder import toy_text_encoder  # noqa: E402
 
 TINY_UNET = dict(models.UNET_CONFIGS["sd15"], block_out_channels=(32, 64, 128, 128), cross_attention_dim=64)
 TINY_VAE = dict(SD15_VAE_CONFIG, block_out_channels=(32, 32, 64, 64), layers_per_block=1)
@@ -48,7 +49,7 @@ def build(tiny: bool, device: torch.device, dtype: torch.dtype, seed: int = 0):
         plain_unet = UNet2DConditionModel.from_config(stage1.unet.config)
         plain_unet.load_state_dict(stage1.unet.state_dict())  # a hook-free copy of the same weights
         model = models.stage2_from_stage1(stage1, "sd15", **({"text_dim": 64} if tiny else {}))
-        tok, te = text.toy_text_encoder(seed, **({} if tiny else dict(hidden_size=768, layers=12, heads=12)))
+        tok, te = toy_text_encoder(seed, **({} if tiny else dict(hidden_size=768, layers=12, heads=12)))
         vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE_CONFIG)).eval()
     kit = RewardEditPipeline.from_model(model.eval(), tok, te, scheduler_for("sd15"), vae, "sd15")
     plain = StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=plain_unet.eval(),

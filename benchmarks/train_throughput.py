@@ -50,6 +50,7 @@ from rewardedit_lib import formats, models, text  # noqa: E402
 from rewardedit_lib import train as T  # noqa: E402
 from rewardedit_lib.pipeline import SCHEDULER_CONFIGS, SD15_VAE_CONFIG, scheduler_for  # noqa: E402
 from rewardedit_lib.reward import RewardUNet  # noqa: E402
+from rewardedit_lib.toy.text_encoder import toy_text_encoder  # noqa: E402
 
 #: --tiny: SD 1.5's block layout at a fraction of its width, a small VAE, a 2-layer CLIP, a small ViT.
 TINY_UNET = dict(models.UNET_CONFIGS["sd15"], block_out_channels=(32, 64, 128, 128), cross_attention_dim=64)
@@ -67,7 +68,7 @@ def build_components(tiny: bool, device: torch.device, seed: int = 0) -> T.Compo
         unet = UNet2DConditionModel(**(TINY_UNET if tiny else models.UNET_CONFIGS["sd15"]))
         stage1 = models.stage1_from_text_to_image(unet)
         model = models.stage2_from_stage1(stage1, "sd15", **({"text_dim": 64} if tiny else {}))
-        tok, te = text.toy_text_encoder(seed, **({} if tiny else dict(hidden_size=768, layers=12, heads=12)))
+        tok, te = toy_text_encoder(seed, **({} if tiny else dict(hidden_size=768, layers=12, heads=12)))
         vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE_CONFIG)).eval().requires_grad_(False)
     return T.Components(model, tok, te.to(device), vae, scheduler_for("sd15"))
 

@@ -1,4 +1,4 @@
-"""The text side: a tiny CLIP text encoder and an offline tokenizer for the toy world; one encode function.
+"""The text side: one encode function for the toy and the real CLIP text encoder.
 
 Why a module: the model reads text twice. The *instruction* goes through the frozen CLIP text encoder and
 its per-token hidden states feed the UNet's cross-attention (as in InstructPix2Pix); the *feedback text*
@@ -6,11 +6,10 @@ its per-token hidden states feed the UNet's cross-attention (as in InstructPix2P
 reward encoder. :func:`encode_text` returns both, so the two uses can never tokenize differently.
 
 For ``sd15`` the encoder is the real CLIP ViT-L/14 (``CLIPTokenizer`` + ``CLIPTextModel`` loaded with
-``from_pretrained`` from an InstructPix2Pix folder). For ``toy`` nothing is downloaded: the tokenizer is a
-``tokenizers`` WordLevel model over the toy world's words (built deterministically, see
-:func:`toy_vocabulary`), wrapped as a ``transformers`` fast tokenizer, and the encoder is a 2-layer
-``CLIPTextModel`` of width 64 (the toy UNet's ``cross_attention_dim`` and the toy reward encoder's
-``text_dim``). Both save and load with ``save_pretrained`` / ``from_pretrained`` like the real ones.
+``from_pretrained`` from an InstructPix2Pix folder). For ``toy`` the offline tokenizer and the tiny CLIP
+text encoder over the toy world's words live in :mod:`rewardedit_lib.toy.text_encoder`
+(:func:`~rewardedit_lib.toy.text_encoder.toy_text_encoder`; this module still answers
+``text.toy_text_encoder`` for the code that calls it by its old name).
 
 The pooled output. ``CLIPTextModel`` pools at the end-of-text token: at the first position whose id equals
 ``config.eos_token_id``, except when that id is 2 -- a legacy value many Stable Diffusion checkpoints
@@ -21,41 +20,13 @@ Because CLIP's attention is causal, nothing after the end-of-text token (padding
 
 from __future__ import annotations
 
-import re
 import warnings
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from . import toyworld
-from .formats import PERFECT_FEEDBACK, PERSPECTIVE_TITLES
-
-PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>"
 #: CLIP's context length; the toy encoder uses the same, so toy and sd15 embeddings have the same length.
 MAX_LENGTH = 77
-#: Toy text encoder: width = the toy UNet's cross_attention_dim = the toy reward encoder's text_dim.
-TOY_HIDDEN_SIZE = 64
-#: Words a feedback sentence is made of beyond the toy world's own vocabulary (colours, shapes, ...).
-FEEDBACK_WORDS: tuple[str, ...] = tuple("""
-a an the this that these those it its there here is are was were be been being has have had do does did
-not no none nothing only instead but and or of to in on at by for from with into onto as than then also
-still too very slightly partly partially half fully completely entirely whole other another some all
-same different wrong correct right new old original unrelated rest
-instruction instructions following followed follow detail details preserving preserved preserve generation
-quality image images picture pictures photo object objects shape shapes colour colours color colors
-background foreground region part side edge edges area content scene edit edits edited editing change
-changes changed unchanged remove removed removal add added addition move moved moves appear appears
-appeared disappear disappeared vanish vanished missing gone present visible invisible replace replaced
-turn turned became become becomes make made paint painted fill filled cover covered draw drawn drawing
-apply applied shift shifted recolor recolored recoloured altered alter kept keep lost lose
-noise noisy grain grainy blur blurry blurred soft sharp blocky block blocks pixelated compression artifact
-artifacts artefacts distorted distortion low high clean clear clearly noticeable unnoticeable obvious
-negative aspects aspect issue issues problem problems failure failed fails
-line lines outline outlines sketch pattern patterns striped stripes checkerboard checks tone warm cool
-bright dark light
-didn doesn isn wasn weren hasn t s
-""".split())
-_WORD_RE = re.compile(r"[^\W\d_]+|\d|[^\w\s]", re.UNICODE)
 
 
 class TextEncoding(NamedTuple):
@@ -63,80 +34,6 @@ class TextEncoding(NamedTuple):
 
     hidden_states: torch.Tensor  # (B, L, D): per-token states, the UNet's cross-attention context
     pooled: torch.Tensor  # (B, D): the state at the end-of-text token, the reward encoder's text input
-
-
-def _words(text: str) -> list[str]:
-    """Split text the way the toy tokenizer does (lower case; words, single digits, single punctuation)."""
-    return _WORD_RE.findall(text.lower())
-
-
-def toy_vocabulary() -> list[str]:
-    """The toy tokenizer's vocabulary, in id order: ``[PAD]``, ``[UNK]``, sorted words, then bos and eos.
-
-    Deterministic: the toy world's vocabulary (colours, backgrounds, shapes, sizes, regions, patterns,
-    tones and the words of every instruction template), the perfect-score feedback, the perspective titles,
-    the digits, punctuation and :data:`FEEDBACK_WORDS`. The end-of-text token comes last, so it has the
-    largest id (CLIP's legacy argmax pooling picks it too).
-    """
-    words: set[str] = set(FEEDBACK_WORDS)
-    sources: list[str] = [PERFECT_FEEDBACK, *PERSPECTIVE_TITLES.values()]
-    sources += [*toyworld.OBJECT_COLORS, *toyworld.BACKGROUNDS, *toyworld.SHAPES, *toyworld.SIZES,
-                *toyworld.PATTERNS, *toyworld.TONES, *toyworld.REGIONS]
-    # The instruction grammar's own words (its templates and the phrases of patterns and tones).
-    sources += toyworld.grammar_phrases()
-    sources.append("nothing on a off-colour background, drawn as outlines, tone with")  # scene captions
-    for s in sources:
-        words.update(w for w in _words(re.sub(r"\{\w\}", " ", s)))
-    digits = [str(d) for d in range(10)]
-    punctuation = list(".,;:!?'\"-()/")
-    body = sorted(w for w in words if w not in digits and w not in punctuation)
-    return [PAD, UNK, *body, *digits, *punctuation, BOS, EOS]
-
-
-def toy_tokenizer(max_length: int = MAX_LENGTH):
-    """An offline tokenizer for the toy world: lower case, split on whitespace and punctuation, one id per
-    word (``[UNK]`` for words outside :func:`toy_vocabulary`), ``<|startoftext|> ... <|endoftext|>`` around
-    every text, ``[PAD]`` after. A ``transformers`` fast tokenizer: ``save_pretrained`` / ``from_pretrained``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(toy_vocabulary())}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    # Digits split one by one (as in _words): "10" is two tokens, so no number is ever unknown.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                 pre_tokenizers.Punctuation("isolated"),
-                                                 pre_tokenizers.Digits(individual_digits=True)])
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}",
-                                                       special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, bos_token=BOS,
-                                   eos_token=EOS, model_max_length=max_length)
-
-
-def toy_text_config(tokenizer, hidden_size: int = TOY_HIDDEN_SIZE, layers: int = 2, heads: int = 4):
-    """A ``CLIPTextConfig`` for a tiny CLIP text encoder over ``tokenizer``'s vocabulary."""
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
-        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=hidden_size, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,  # the real id (never the legacy 2): pooling reads it
-    )
-
-
-def toy_text_encoder(seed: int = 0, hidden_size: int = TOY_HIDDEN_SIZE, layers: int = 2, heads: int = 4):
-    """``(tokenizer, text_encoder)`` for the toy world: random init from ``seed``, frozen (as CLIP is in the
-    paper), in eval mode. ``hidden_size=768, layers=12, heads=12`` gives CLIP ViT-L/14's text shapes over
-    the toy vocabulary (random weights; for shapes and timings of the sd15 model without a download)."""
-    from transformers import CLIPTextModel
-
-    tokenizer = toy_tokenizer()
-    if tokenizer.eos_token_id == 2:
-        raise AssertionError("the toy end-of-text id must not be 2 (CLIP's legacy pooling value)")
-    torch.manual_seed(seed)
-    encoder = CLIPTextModel(toy_text_config(tokenizer, hidden_size, layers, heads))
-    return tokenizer, encoder.requires_grad_(False).eval()
 
 
 def tokenize(tokenizer, texts: str | Sequence[str], max_length: int | None = None) -> torch.Tensor:
@@ -179,3 +76,16 @@ def unknown_words(tokenizer, text: str) -> list[str]:
         return []
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return [text[a:b] for i, (a, b) in zip(enc.input_ids, enc.offset_mapping) if i == unk]
+
+
+#: Moved to :mod:`rewardedit_lib.toy.text_encoder`, still found here under their old import path (the model
+#: builder calls ``text.toy_text_encoder``). Imported on first use: the toy encoder imports this module.
+_MOVED_TO_TOY = ("toy_text_encoder",)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_TOY:
+        from .toy import text_encoder
+
+        return getattr(text_encoder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

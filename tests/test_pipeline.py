@@ -20,6 +20,7 @@ from rewardedit_lib.formats import Rewards
 from rewardedit_lib.guidance import LOW_REWARD_TEXT
 from rewardedit_lib.pipeline import RewardEditPipeline
 from rewardedit_lib.reward import RewardEncoder
+from rewardedit_lib.toy.text_encoder import toy_text_encoder
 
 STEPS = 2
 
@@ -233,7 +234,7 @@ def _tiny_latent_parts(seed=0):
                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
                        attention_head_dim=8, norm_num_groups=8)
     stage1 = models.stage1_from_text_to_image(UNet2DConditionModel(**unet_config))
-    tokenizer, encoder = text.toy_text_encoder(seed)
+    tokenizer, encoder = toy_text_encoder(seed)
     reward = RewardEncoder(**models.reward_config("toy", stage1.unet.config)).eval()
     return vae, stage1.unet.eval(), tokenizer, encoder, reward
 

@@ -17,9 +17,10 @@ from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, PNDMSched
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from rewardedit_lib import evaluate, hub, models, pipeline, text
+from rewardedit_lib import evaluate, hub, models, pipeline
 from rewardedit_lib.pipeline import DEFAULT_REWARD_TEXT, RewardEditPipeline
 from rewardedit_lib.reward import RewardEncoder
+from rewardedit_lib.toy.text_encoder import toy_text_encoder
 
 UNET_CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -48,7 +49,7 @@ def save_reference_folder(path: Path, seed: int = 0, extra_keys: dict[str, torch
     vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     unet = models.widen_conv_in(UNet2DConditionModel(**UNET_CONFIG))
-    tokenizer, encoder = text.toy_text_encoder(seed)
+    tokenizer, encoder = toy_text_encoder(seed)
     StableDiffusionInstructPix2PixPipeline(vae, encoder, tokenizer, unet, PNDMScheduler(**PNDM), safety_checker=None,
                                            feature_extractor=None, requires_safety_checker=False).save_pretrained(path)
     state = {k: v.contiguous() for k, v in unet.state_dict().items()}

@@ -1,4 +1,5 @@
-"""The toy text side: an offline tokenizer over the toy world's words and a tiny CLIP text encoder."""
+"""The text side (rewardedit_lib.text) and the toy text encoder (rewardedit_lib.toy.text_encoder): an offline
+tokenizer over the toy world's words and a tiny CLIP text encoder."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ from transformers import AutoTokenizer, CLIPTextModel
 
 from rewardedit_lib import text, toyworld
 from rewardedit_lib.formats import PERFECT_FEEDBACK, Rewards
+from rewardedit_lib.toy import text_encoder as toy_text
 
 
 @pytest.fixture(scope="module")
 def toy():
-    return text.toy_text_encoder(seed=0)
+    return toy_text.toy_text_encoder(seed=0)
 
 
 def test_the_vocabulary_is_deterministic_and_covers_the_toy_world(toy):
     tokenizer, _ = toy
-    assert text.toy_vocabulary() == text.toy_vocabulary()
-    vocab = text.toy_vocabulary()
-    assert vocab[:2] == [text.PAD, text.UNK] and vocab[-2:] == [text.BOS, text.EOS] and len(set(vocab)) == len(vocab)
+    assert toy_text.toy_vocabulary() == toy_text.toy_vocabulary()
+    vocab = toy_text.toy_vocabulary()
+    assert vocab[:2] == [toy_text.PAD, toy_text.UNK] and vocab[-2:] == [toy_text.BOS, toy_text.EOS]
+    assert len(set(vocab)) == len(vocab)
     texts = [Rewards.perfect().text, "Instruction Following: 1; The red square was not removed.",
              "Detail Preserving: 3; The blue circle moved to the top left.", "The image is blurry and noisy."]
     for i in range(60):
@@ -100,7 +103,12 @@ def test_text_encoder_save_and_load_round_trip(toy, tmp_path):
 
 
 def test_the_seed_decides_the_weights():
-    a, b, c = (text.toy_text_encoder(seed=s)[1] for s in (0, 0, 1))
+    a, b, c = (toy_text.toy_text_encoder(seed=s)[1] for s in (0, 0, 1))
     w = lambda m: m.text_model.embeddings.token_embedding.weight if hasattr(m, "text_model") \
         else m.embeddings.token_embedding.weight  # noqa: E731
     assert torch.equal(w(a), w(b)) and not torch.equal(w(a), w(c))
+
+
+def test_the_old_import_path_still_gives_the_toy_encoder():
+    """The model builder calls ``text.toy_text_encoder``: the generic module still answers it (the same function)."""
+    assert text.toy_text_encoder is toy_text.toy_text_encoder

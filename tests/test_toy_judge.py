@@ -469,7 +469,7 @@ def test_fast_renderer_matches_toyworld_render() -> None:
         scenes += [t.source_scene, t.ideal_scene]
     scenes.append(tw.Scene(32, "teal", (), tone="warmer", background_rgb=(20, 180, 120)))
     for sc in scenes:
-        assert np.array_equal(pixels._draw(sc), tw.render(sc))
+        assert np.array_equal(pixels.draw(sc), tw.render(sc))
 
 
 def test_scene_recovery_from_source_pixels() -> None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import toyworld as tw
 from .calibration import NOISE_VISIBLE
+from .editors import degrade
 from .quality import QualityReport
 
 _ERF = np.frompyfunc(math.erf, 1, 1)
@@ -45,7 +45,7 @@ def _clipped_noise_tables(sigma: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class _View:
+class View:
     """A clean drawing as the edited image would show it: expected colours ``m`` (H, W, 3) and the
     expected squared error of a correct explanation per pixel ``v`` (H, W), or 0 without noise."""
 
@@ -53,7 +53,7 @@ class _View:
     v: np.ndarray | float
 
 
-class _Comparator:
+class Comparator:
     """Colour errors between the edited image and clean drawings seen through its measured defect.
 
     Blur and blockiness are deterministic, so a correct drawing passed through them matches the edited
@@ -81,26 +81,26 @@ class _Comparator:
         if self.noisy:
             self._mean, self._var = _clipped_noise_tables(self.sigma)
 
-    def view(self, clean: np.ndarray) -> _View:
+    def view(self, clean: np.ndarray) -> View:
         """A clean drawing as the edited image's defect would show it."""
         if self.noisy:
-            return _View(self._mean[clean], self._var[clean].sum(-1))
+            return View(self._mean[clean], self._var[clean].sum(-1))
         if self.kind is None:
-            return _View(clean.astype(np.float32), 0.0)
-        return _View(tw.degrade(clean, self.kind, self._dummy).astype(np.float32), 0.0)
+            return View(clean.astype(np.float32), 0.0)
+        return View(degrade(clean, self.kind, self._dummy).astype(np.float32), 0.0)
 
-    def err(self, view: _View) -> np.ndarray:
+    def err(self, view: View) -> np.ndarray:
         d = self.e - view.m
         return np.minimum((d * d).sum(-1), self.cap)
 
-    def excess(self, err: np.ndarray, view: _View, mask: np.ndarray) -> float:
+    def excess(self, err: np.ndarray, view: View, mask: np.ndarray) -> float:
         """Mean error over ``mask`` beyond what noise alone would leave (about 0 where ``view`` is right)."""
         if not mask.any():
             return 0.0
         v = view.v[mask].mean() if isinstance(view.v, np.ndarray) else view.v
         return float(err[mask].mean() - v)
 
-    def expected(self, view: _View, mask: np.ndarray | None = None) -> float:
+    def expected(self, view: View, mask: np.ndarray | None = None) -> float:
         """The summed error noise alone would leave over ``mask`` (the whole image by default)."""
         if not isinstance(view.v, np.ndarray):
             return 0.0
@@ -157,8 +157,8 @@ class _Comparator:
         self.set_sigma(max(s, 1.0))
 
 
-def _preference(cmp: _Comparator, intact: _View, alt: _View,
-                err_intact: np.ndarray | None = None) -> tuple[float, float, bool]:
+def preference(cmp: Comparator, intact: View, alt: View,
+               err_intact: np.ndarray | None = None) -> tuple[float, float, bool]:
     """How much better ``alt`` explains the edited pixels than ``intact``, where the two differ.
 
     Returns (s, gain, fits): s is +1 when the edited image is exactly ``alt`` there and -1 when it is

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..formats import EDIT_TYPES, Triplet
 from ..plumbing import to_uint8
-from .world import (_FOLLOWING_BY_TYPE, BACKGROUND_SHIFT, BACKGROUNDS, BLUR_WIDTH, NOISE_SIGMA, OBJECT_COLORS, PATTERNS,
+from .world import (BACKGROUND_SHIFT, BACKGROUNDS, BLUR_WIDTH, FOLLOWING_BY_TYPE, NOISE_SIGMA, OBJECT_COLORS, PATTERNS,
                     PRESERVING_FLAWS, QUALITY_FLAWS, REGIONS, SHAPES, EditSpec, Obj, Scene, apply_tone, caption,
                     is_benchmark_scene, phrase, random_edit, random_scene, render)
 
@@ -336,7 +336,7 @@ def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size:
         flaws: dict[str, str | None] = {"following": None, "preserving": None, "quality": None}
         target_scene, before_scene, partial = ideal_scene, source, False
         if draws["following"]:
-            for kind in _choose(frng, _FOLLOWING_BY_TYPE[etype]):
+            for kind in _choose(frng, FOLLOWING_BY_TYPE[etype]):
                 if kind == "partial":
                     flaws["following"], partial = kind, True
                     break

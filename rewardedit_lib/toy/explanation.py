@@ -14,18 +14,20 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .. import toyworld as tw
 from .calibration import APPEARED_VISIBLE, BACKGROUND_VISIBLE, COLOUR_VISIBLE
-from .comparator import _Comparator, _preference, _View
-from .feedback import _FOLLOWING_SCORES, Judgement, _following_feedback, _perfect
-from .pixels import _DRAWN, _dilate, _drawn, _mask, _near, _pack, _unpack
+from .comparator import Comparator, View, preference
+from .editors import Damage, partial_edit
+from .feedback import FOLLOWING_SCORES, Judgement, following_feedback, perfect
+from .pixels import DRAWN, dilate, draw_cached, near, object_pixels, pack, unpack
 from .quality import QualityReport
-from .scene_recovery import _candidates
+from .scene_recovery import candidates
+from .world import (BACKGROUNDS, OBJECT_COLORS, PATTERNS, REGIONS, SHAPES, SIZES, TONES, EditSpec, Obj, Scene,
+                    apply_tone, erode)
 
 # --------------------------------------------------------------------------------------------------
 # 3. Following: which drawing of the edit (right, wrong, half, none) explains the edited pixels
 # --------------------------------------------------------------------------------------------------
-SceneMod = Callable[[tw.Scene], tw.Scene]
+SceneMod = Callable[[Scene], Scene]
 
 
 @dataclass(frozen=True)
@@ -33,38 +35,38 @@ class _Hyp:
     """One possible outcome of the edit: a scene (or half of one over another) and what it would mean."""
 
     label: str  # done | no_change | wrong_attribute | wrong_object | partial
-    scene: tw.Scene
-    base: tw.Scene | None = None  # partial: the scene the undone half still shows
+    scene: Scene
+    base: Scene | None = None  # partial: the scene the undone half still shows
     side: int | None = None
     what: dict = field(default_factory=dict, compare=False)  # feedback details (the wrong value, object...)
 
     def image(self, mod: SceneMod | None = None) -> np.ndarray:
         a = self.scene if mod is None else mod(self.scene)
         if self.side is None:
-            return _drawn(a)
+            return draw_cached(a)
         b = self.base if mod is None else mod(self.base)
         key = ("partial", a, b, self.side)
-        img = _DRAWN.get(key)
+        img = DRAWN.get(key)
         if img is None:
-            img = tw.partial_edit(_drawn(a), _drawn(b), self.side)
+            img = partial_edit(draw_cached(a), draw_cached(b), self.side)
             img.setflags(write=False)
-            _DRAWN.put(key, img)
+            DRAWN.put(key, img)
         return img
 
 
-def _recolor(scene: tw.Scene, obj: tw.Obj, color: str) -> tw.Scene:
+def _recolor(scene: Scene, obj: Obj, color: str) -> Scene:
     return replace(scene, objects=tuple(replace(o, color=color) if o == obj else o for o in scene.objects))
 
 
-def _restyle(scene: tw.Scene, obj: tw.Obj, **kw) -> tw.Scene:
+def _restyle(scene: Scene, obj: Obj, **kw) -> Scene:
     return replace(scene, objects=tuple(replace(o, **kw) if o == obj else o for o in scene.objects))
 
 
-def _without(scene: tw.Scene, obj: tw.Obj) -> tw.Scene:
+def _without(scene: Scene, obj: Obj) -> Scene:
     return replace(scene, objects=tuple(o for o in scene.objects if o != obj))
 
 
-def _following_hyps(src: tw.Scene, spec: tw.EditSpec, ideal: tw.Scene) -> list[_Hyp]:
+def _following_hyps(src: Scene, spec: EditSpec, ideal: Scene) -> list[_Hyp]:
     """The ideal edit, no edit, every wrong value of the right kind, and the four half edits."""
     hyps = [_Hyp("done", ideal), _Hyp("no_change", src)]
     hyps += [_Hyp("partial", ideal, src, side, {"side": side}) for side in range(4)]
@@ -72,37 +74,37 @@ def _following_hyps(src: tw.Scene, spec: tw.EditSpec, ideal: tw.Scene) -> list[_
     if t == "Local":
         obj = src.find(*spec.target)
         hyps += [_Hyp("wrong_attribute", _recolor(src, obj, c), what={"value": c})
-                 for c in tw.OBJECT_COLORS if c not in (spec.value, obj.color)]
+                 for c in OBJECT_COLORS if c not in (spec.value, obj.color)]
     elif t == "Texture":
         obj = src.find(*spec.target)
         hyps += [_Hyp("wrong_attribute", _restyle(src, obj, pattern=p), what={"value": p})
-                 for p in tw.PATTERNS if p != spec.value]
+                 for p in PATTERNS if p != spec.value]
     elif t == "Add":
-        cell = tw.REGIONS.index(spec.region)
-        for c in tw.OBJECT_COLORS:
-            for s in tw.SHAPES:
+        cell = REGIONS.index(spec.region)
+        for c in OBJECT_COLORS:
+            for s in SHAPES:
                 if (c, s) == (spec.value, spec.shape):
                     continue
-                new = tw.Obj(shape=s, color=c, size=spec.size, cell=cell)
+                new = Obj(shape=s, color=c, size=spec.size, cell=cell)
                 label = "wrong_attribute" if s == spec.shape else "wrong_object"
                 hyps.append(_Hyp(label, replace(src, objects=src.objects + (new,)),
                                  what={"value": c, "shape": s, "size": spec.size}))
-        other = next(z for z in tw.SIZES if z != spec.size)
-        new = tw.Obj(shape=spec.shape, color=spec.value, size=other, cell=cell)
+        other = next(z for z in SIZES if z != spec.size)
+        new = Obj(shape=spec.shape, color=spec.value, size=other, cell=cell)
         hyps.append(_Hyp("wrong_size", replace(src, objects=src.objects + (new,)),
                          what={"value": spec.value, "shape": spec.shape, "size": other}))
     elif t == "Background":
         hyps += [_Hyp("wrong_attribute", replace(src, background=b), what={"value": b})
-                 for b in tw.BACKGROUNDS if b not in (spec.value, src.background)]
+                 for b in BACKGROUNDS if b not in (spec.value, src.background)]
     elif t == "Global":
         hyps += [_Hyp("wrong_attribute", replace(src, tone=x), what={"value": x})
-                 for x in tw.TONES if x != spec.value]
+                 for x in TONES if x != spec.value]
     if t in ("Local", "Remove", "Texture"):
         hyps += _wrong_object_hyps(src, spec)
     return hyps
 
 
-def _wrong_object_hyps(src: tw.Scene, spec: tw.EditSpec) -> list[_Hyp]:
+def _wrong_object_hyps(src: Scene, spec: EditSpec) -> list[_Hyp]:
     """The edit applied to another object instead of the one the instruction names."""
     out = []
     target = src.find(*spec.target)
@@ -112,12 +114,12 @@ def _wrong_object_hyps(src: tw.Scene, spec: tw.EditSpec) -> list[_Hyp]:
         what = {"object": o}
         if spec.edit_type == "Local":
             out += [_Hyp("wrong_object", _recolor(src, o, c), what={**what, "value": c})
-                    for c in tw.OBJECT_COLORS if c != o.color]
+                    for c in OBJECT_COLORS if c != o.color]
         elif spec.edit_type == "Remove":
             out.append(_Hyp("wrong_object", _without(src, o), what=what))
         elif spec.edit_type == "Texture":
             out += [_Hyp("wrong_object", _restyle(src, o, pattern=p), what={**what, "value": p})
-                    for p in tw.PATTERNS]
+                    for p in PATTERNS]
     return out
 
 
@@ -134,20 +136,22 @@ class _Explanation:
     cost: float
 
 
-def _toy(src: tw.Scene, spec: tw.EditSpec, ideal: tw.Scene, ed: np.ndarray, q: QualityReport,
-         notes: dict) -> tuple[Judgement, Judgement]:
-    cmp = _Comparator(ed, q)
+def toy(src: Scene, spec: EditSpec, ideal: Scene, ed: np.ndarray, q: QualityReport,
+        notes: dict) -> tuple[Judgement, Judgement]:
+    """The instruction-following and detail-preserving judgements of a toy edit whose source scene and ideal
+    edit are known (steps 3 and 4); what was found goes into ``notes``."""
+    cmp = Comparator(ed, q)
     size = src.size
     t = spec.edit_type
     if not cmp.noisy:
         # The common case first: the edited image is the ideal edit (through its blur or blocks) exactly.
-        done = cmp.err(cmp.view(_drawn(ideal)))
+        done = cmp.err(cmp.view(draw_cached(ideal)))
         if float(done.sum()) <= cmp.unexplained_tolerance(done.size):
             notes.update(following_outcome="done", preserving_findings=[], explanations=[("done", 0, [])])
-            return _perfect(), _perfect()
+            return perfect(), perfect()
     hyps = _following_hyps(src, spec, ideal)
     cleans = [h.image() for h in hyps]
-    src_clean = _drawn(src)
+    src_clean = draw_cached(src)
     # Where the outcomes differ: the only pixels that can tell them apart.
     region = np.zeros(ed.shape[:2], dtype=bool)
     for c in cleans:
@@ -155,7 +159,7 @@ def _toy(src: tw.Scene, spec: tw.EditSpec, ideal: tw.Scene, ed: np.ndarray, q: Q
     if not region.any():
         region[:] = True
     if cmp.kind is not None:  # blur and blocks spread a difference to the neighbouring pixels
-        region = _dilate(region, 2)
+        region = dilate(region, 2)
     if cmp.noisy:  # measure the noise against the outcome that fits best
         views = [cmp.view(c) for c in cleans]
         first = int(np.argmin([float(cmp.err(v)[region].sum()) for v in views]))
@@ -173,7 +177,7 @@ def _toy(src: tw.Scene, spec: tw.EditSpec, ideal: tw.Scene, ed: np.ndarray, q: Q
     if got_bg is not None and t != "Background":
         for i, h in enumerate(hyps):
             matches = _background_matches(cleans[i], cmp.e, bg_mask, got_bg)
-            if not matches or len(np.unique(_pack(cleans[i][bg_mask]))) == 1:
+            if not matches or len(np.unique(pack(cleans[i][bg_mask]))) == 1:
                 hyps[i] = _on_background(h, got_bg)
                 cleans[i] = hyps[i].image()
                 adapted[i] = not matches
@@ -207,12 +211,12 @@ def _toy(src: tw.Scene, spec: tw.EditSpec, ideal: tw.Scene, ed: np.ndarray, q: Q
     chosen = min((x for x in explained if x.cost <= least * 1.01 + 1.0),
                  key=lambda x: (_PRIOR.index(x.hyp.label), x.cost))
     hyp = chosen.hyp
-    following = Judgement(_FOLLOWING_SCORES[hyp.label], _following_feedback(spec, hyp))
+    following = Judgement(FOLLOWING_SCORES[hyp.label], following_feedback(spec, hyp))
     notes["following_outcome"] = hyp.label
     notes["preserving_findings"] = [f for _, f in chosen.findings]
     notes["explanations"] = [(x.hyp.label, round(x.cost), [f for _, f in x.findings]) for x in explained]
     if not chosen.findings:
-        return following, _perfect()
+        return following, perfect()
     findings = sorted(chosen.findings, key=lambda f: f[0])
     score = findings[0][0] - (1 if len(findings) > 1 else 0)
     return following, Judgement(max(0, score), findings[0][1])
@@ -225,18 +229,18 @@ def _background_matches(clean: np.ndarray, e: np.ndarray, bg_mask: np.ndarray, g
     the colour itself, clipped or not, and an object moved onto the background cannot shift it.
     ``got_all`` is the median over all of ``bg_mask`` (computed once per triplet).
     """
-    want = _pack(clean[bg_mask])
+    want = pack(clean[bg_mask])
     if want.size and (want == want[0]).all():  # one background colour (all but a half edit): one median
         if want.size < 20:
             return True
-        return bool(np.abs(got_all - _unpack(want[0]).astype(np.float32)).max() <= BACKGROUND_VISIBLE)
+        return bool(np.abs(got_all - unpack(want[0]).astype(np.float32)).max() <= BACKGROUND_VISIBLE)
     got = e[bg_mask]
     colours, inverse, counts = np.unique(want, return_inverse=True, return_counts=True)
     for k, (c, n) in enumerate(zip(colours, counts)):
         if n < 20:
             continue
         sel = got if len(colours) == 1 else got[inverse == k]
-        if np.abs(np.median(sel, axis=0) - _unpack(c).astype(np.float32)).max() > BACKGROUND_VISIBLE:
+        if np.abs(np.median(sel, axis=0) - unpack(c).astype(np.float32)).max() > BACKGROUND_VISIBLE:
             return False
     return True
 
@@ -256,13 +260,13 @@ def _inverse_tone(rgb: np.ndarray, tone: str | None) -> np.ndarray:
 
 
 def _on_background(h: _Hyp, rgb: np.ndarray) -> _Hyp:
-    def rebg(sc: tw.Scene) -> tw.Scene:
+    def rebg(sc: Scene) -> Scene:
         return replace(sc, background_rgb=tuple(int(v) for v in _inverse_tone(rgb, sc.tone)))
 
     return replace(h, scene=rebg(h.scene), base=None if h.base is None else rebg(h.base))
 
 
-def _layout(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp) -> tuple[set[int], list[int], dict[int, np.ndarray]]:
+def _layout(src: Scene, spec: EditSpec, hyp: _Hyp) -> tuple[set[int], list[int], dict[int, np.ndarray]]:
     """(cells of objects that are following's business, free cells, the free cells' core masks)."""
     t = spec.edit_type
     size = src.size
@@ -270,19 +274,19 @@ def _layout(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp) -> tuple[set[int], list
     if t in ("Local", "Remove", "Texture"):
         exempt.add(src.find(*spec.target).cell)
     if t == "Add":
-        exempt.add(tw.REGIONS.index(spec.region))
+        exempt.add(REGIONS.index(spec.region))
     if hyp.label == "wrong_object" and "object" in hyp.what:
         exempt.add(hyp.what["object"].cell)
     used = {o.cell for o in src.objects} | {o.cell for o in hyp.scene.objects}
     if hyp.base is not None:
         used |= {o.cell for o in hyp.base.objects}
     free = [c for c in range(9) if c not in used]
-    cand = _candidates(size)
+    cand = candidates(size)
     return exempt, free, {c: cand.core[c].reshape(size, size) for c in free}
 
 
-def _cost_floor(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_changed: bool,
-                cmp: _Comparator) -> float:
+def _cost_floor(src: Scene, spec: EditSpec, hyp: _Hyp, intact: View, bg_changed: bool,
+                cmp: Comparator) -> float:
     """A cheap lower bound of :func:`_explain`'s cost: the error left if every unrelated object and every
     free cell were explained away at the price of one finding each (with some slack)."""
     exempt, free, cores = _layout(src, spec, hyp)
@@ -291,15 +295,15 @@ def _cost_floor(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_c
     fixable = 0.0
     for o in hyp.scene.objects:
         if o.cell not in exempt:
-            m = _near(o, src.size)
+            m = near(o, src.size)
             fixable += max(0.0, float(err0[m].sum()) - cmp.expected(intact, m) - _FINDING_COST)
     for c in free:
         fixable += max(0.0, float(err0[cores[c]].sum()) - cmp.expected(intact, cores[c]))
     return 0.8 * (total - fixable) + _FINDING_COST * bg_changed - 20000.0
 
 
-def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_changed: bool,
-             cmp: _Comparator, got_bg: np.ndarray | None = None) -> _Explanation:
+def _explain(src: Scene, spec: EditSpec, hyp: _Hyp, intact: View, bg_changed: bool,
+             cmp: Comparator, got_bg: np.ndarray | None = None) -> _Explanation:
     """Complete one following outcome into a whole-picture explanation: which unrelated objects vanished,
     moved or changed colour, and did the background change? Returns its findings and its cost (the error
     left over plus a price per finding)."""
@@ -309,7 +313,7 @@ def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_chan
     findings: list[tuple[int, str]] = []
     if bg_changed:
         findings.append((2, "The background colour changed."))
-    damages: list[tw.Damage] = []
+    damages: list[Damage] = []
     err0 = cmp.err(intact)
     # Free cells that show something: the only places a moved object can have gone.
     busy = [c for c in free if cmp.excess(err0, intact, cores[c]) > 300.0]
@@ -320,28 +324,28 @@ def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_chan
     for o in hyp.scene.objects:
         if o.cell in exempt:
             continue
-        m = _near(o, size)
+        m = near(o, size)
         if cmp.excess(err0, intact, m) < 300.0:
             continue  # it looks as expected: nothing to explain
         key = (o.color, o.shape, o.cell)
-        options: list[tuple[str, tw.Damage]] = [("vanished", tw.Damage("object_vanished", key=key))]
-        options += [(f"recolored:{c}", tw.Damage("object_recolored", key=key, color=c))
-                    for c in _likely_colours(cmp.e, _mask(o, size), o.color, tones)]
-        options += [(f"moved:{c}", tw.Damage("object_moved", key=key, cell=c)) for c in busy]
+        options: list[tuple[str, Damage]] = [("vanished", Damage("object_vanished", key=key))]
+        options += [(f"recolored:{c}", Damage("object_recolored", key=key, color=c))
+                    for c in _likely_colours(cmp.e, object_pixels(o, size), o.color, tones)]
+        options += [(f"moved:{c}", Damage("object_moved", key=key, cell=c)) for c in busy]
         top, top_dmg, top_gain = None, None, 0.0
         for label, dmg in options:
             try:
                 alt = cmp.view(hyp.image(dmg.apply))
             except ValueError:
                 continue
-            s_, gain, fits = _preference(cmp, intact, alt, err0)
+            s_, gain, fits = preference(cmp, intact, alt, err0)
             if s_ > 0.5 and fits and gain > top_gain * 1.02:
                 top, top_dmg, top_gain = label, dmg, gain
         if top is None:
             if restyled:
                 continue  # how a restyled object looks is following's business
-            drawn = _mask(o, size)
-            inner = drawn if o.outline else tw.erode(drawn)  # the object's own pixels, not its (soft) rim
+            drawn = object_pixels(o, size)
+            inner = drawn if o.outline else erode(drawn)  # the object's own pixels, not its (soft) rim
             if inner.sum() < 4:
                 inner = drawn
             if cmp.median_shift(hyp.image(), inner, got_bg) > COLOUR_VISIBLE:
@@ -352,7 +356,7 @@ def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_chan
         if what == "vanished":
             findings.append((2, f"The {o.name} vanished."))
         elif what == "moved":
-            findings.append((2, f"The {o.name} moved to the {tw.REGIONS[int(arg)]}."))
+            findings.append((2, f"The {o.name} moved to the {REGIONS[int(arg)]}."))
             free.remove(int(arg))
             busy.remove(int(arg))
         else:
@@ -360,7 +364,7 @@ def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_chan
 
     final, final_clean = intact, hyp.image()
     if damages:
-        def apply_all(sc: tw.Scene) -> tw.Scene:
+        def apply_all(sc: Scene) -> Scene:
             for d in damages:
                 sc = d.apply(sc)
             return sc
@@ -376,7 +380,7 @@ def _explain(src: tw.Scene, spec: tw.EditSpec, hyp: _Hyp, intact: _View, bg_chan
     around = final_clean if got_bg is None else np.broadcast_to(got_bg, final_clean.shape)
     for c in free:
         if cmp.median_shift(around, cores[c]) > APPEARED_VISIBLE:
-            findings.append((3, f"Something appeared at the {tw.REGIONS[c]}."))
+            findings.append((3, f"Something appeared at the {REGIONS[c]}."))
     residual = float(err.sum()) - cmp.expected(final)
     return _Explanation(hyp, findings, max(0.0, residual) + _FINDING_COST * len(findings))
 
@@ -388,18 +392,18 @@ def _likely_colours(e: np.ndarray, mask: np.ndarray, own: str, tones: set, k: in
     smeared rim of a blurred object).
     """
     seen = np.median(e[mask], axis=0)
-    names = [c for c in tw.OBJECT_COLORS if c != own]
-    rgb = np.array([tw.OBJECT_COLORS[c] for c in names], dtype=np.uint8)[None]
+    names = [c for c in OBJECT_COLORS if c != own]
+    rgb = np.array([OBJECT_COLORS[c] for c in names], dtype=np.uint8)[None]
     dist = np.full(len(names), np.inf)
     for tone in tones:
-        expect = tw.apply_tone(rgb, tone)[0].astype(np.float32)
+        expect = apply_tone(rgb, tone)[0].astype(np.float32)
         dist = np.minimum(dist, np.abs(expect - seen).sum(-1))
     return [names[i] for i in np.argsort(dist, kind="stable")[:k]]
 
-def _background_pixels(src: tw.Scene, scenes: Iterable[tw.Scene], size: int) -> np.ndarray:
+def _background_pixels(src: Scene, scenes: Iterable[Scene], size: int) -> np.ndarray:
     """Pixels that are background in every scene considered, at least 2 pixels away from any object."""
     occ = np.zeros((size, size), dtype=bool)
     for sc in [src, *scenes]:
         for o in sc.objects:
-            occ |= _mask(o, size, drawn=False)
-    return ~_dilate(occ, 2)
+            occ |= object_pixels(o, size, drawn=False)
+    return ~dilate(occ, 2)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from ..formats import MAX_SCORE, PERFECT_FEEDBACK, PERSPECTIVES
 
 if TYPE_CHECKING:  # for annotations only
-    from .. import toyworld as tw
     from .quality import QualityReport
+    from .world import EditSpec
 
 #: A judgement passes the evaluation question ("is this perspective satisfied?") from this score up.
 YES_THRESHOLD = 4
@@ -51,7 +51,7 @@ class Assessment:
         return getattr(self, perspective)
 
 
-def _perfect() -> Judgement:
+def perfect() -> Judgement:
     return Judgement(MAX_SCORE, PERFECT_FEEDBACK)
 
 
@@ -67,9 +67,9 @@ _QUALITY_FEEDBACK_MILD = {
 }
 
 
-def _quality_judgement(q: QualityReport) -> Judgement:
+def quality_judgement(q: QualityReport) -> Judgement:
     if q.finding is None:
-        return _perfect()
+        return perfect()
     return Judgement(q.score, (_QUALITY_FEEDBACK_MILD if q.score >= 4 else _QUALITY_FEEDBACK)[q.finding])
 
 
@@ -127,7 +127,7 @@ def _name(color: str, shape: str) -> str:
     return f"{color} {shape}"
 
 
-def _following_feedback(spec: tw.EditSpec, hyp) -> str:
+def following_feedback(spec: EditSpec, hyp) -> str:
     """One sentence naming what went wrong with the edit itself, in the paper's style (``hyp``: the
     :class:`.explanation._Hyp` the judge chose; its ``label`` and ``what``)."""
     lab, w = hyp.label, hyp.what
@@ -145,5 +145,5 @@ def _following_feedback(spec: tw.EditSpec, hyp) -> str:
     )
 
 
-_FOLLOWING_SCORES = {"done": 5, "wrong_size": 3, "partial": 2, "wrong_attribute": 1, "wrong_object": 1,
+FOLLOWING_SCORES = {"done": 5, "wrong_size": 3, "partial": 2, "wrong_attribute": 1, "wrong_object": 1,
                      "no_change": 0}

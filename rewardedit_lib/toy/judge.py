@@ -7,7 +7,7 @@ world only: it looks at the source image, reads the instruction, imagines the co
 that with the edited image, one perspective at a time.
 
 What it may know, and what not: it knows the toy world's *vocabulary and geometry* -- the palette, the
-shapes and sizes, the 3x3 grid, how an object or a pattern or a tone looks (:mod:`..toyworld`'s public
+shapes and sizes, the 3x3 grid, how an object or a pattern or a tone looks (:mod:`.world`'s public
 drawing functions) -- the way GPT-4o knows what "a red square" looks like. It never reads ``_truth/`` or
 any scene file: every judgement is a pure function of (instruction, source pixels, edited pixels).
 
@@ -52,16 +52,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import toyworld as tw
 from ..formats import PERSPECTIVES
 from . import pixels, scene_recovery
 from .calibration import (APPEARED_VISIBLE, BACKGROUND_VISIBLE, BLUR_SHARP, BLUR_VISIBLE, COLOUR_VISIBLE,
                           NOISE_VISIBLE)
-from .explanation import _toy
-from .feedback import YES_THRESHOLD, Assessment, Judgement, _perfect, _quality_judgement
-from .pixels import _LRU, _digest, to_rgb_array
+from .editors import apply_edit
+from .explanation import toy
+from .feedback import YES_THRESHOLD, Assessment, Judgement, perfect, quality_judgement
+from .pixels import LRU, digest, to_rgb_array
 from .quality import QualityReport, assess_quality
 from .scene_recovery import recover_scene
+from .world import REGIONS, parse_instruction
 
 JUDGE_VERSION = "toy-judge-3"
 
@@ -91,7 +92,7 @@ def judge(instruction: str, source: Any, edited: Any, perspective: str, mode: st
 
 
 
-_ASSESSMENTS = _LRU(4096)  # (instruction, source, edited) -> Assessment (three perspectives, one analysis)
+_ASSESSMENTS = LRU(4096)  # (instruction, source, edited) -> Assessment (three perspectives, one analysis)
 _PENDING: dict[str, threading.Event] = {}  # analyses in progress, by key
 _PENDING_LOCK = threading.Lock()
 _COMPUTE = threading.Lock()
@@ -99,16 +100,16 @@ _COMPUTE = threading.Lock()
 
 def clear_caches() -> None:
     """Forget cached scene recoveries and assessments (for timing and for tests)."""
-    scene_recovery._SCENES.clear()
+    scene_recovery.SCENES.clear()
     _ASSESSMENTS.clear()
-    pixels._DRAWN.clear()
+    pixels.DRAWN.clear()
 
 
 def assess(instruction: str, source: Any, edited: Any) -> Assessment:
     """Judge one triplet from all three perspectives (cached by instruction and pixels)."""
     src = to_rgb_array(source)
     ed = to_rgb_array(edited)
-    key = _digest(src, ed, text=" ".join(str(instruction).split()))
+    key = digest(src, ed, text=" ".join(str(instruction).split()))
     hit = _ASSESSMENTS.get(key)
     if hit is not None:
         return hit
@@ -146,15 +147,15 @@ def _assess(instruction: str, src: np.ndarray, ed: np.ndarray) -> Assessment:
 
         ed = np.asarray(Image.fromarray(ed).resize((src.shape[1], src.shape[0]), Image.NEAREST))
     q = assess_quality(ed)
-    quality = _quality_judgement(q)
+    quality = quality_judgement(q)
     notes: dict = {"quality": q}
     scene = recover_scene(src)
-    spec = tw.parse_instruction(instruction)
+    spec = parse_instruction(instruction)
     ideal = None
     if scene is not None and spec is not None:
         try:
-            ideal = tw.apply_edit(scene, spec)
-            if spec.edit_type == "Add" and tw.REGIONS.index(spec.region) in {o.cell for o in scene.objects}:
+            ideal = apply_edit(scene, spec)
+            if spec.edit_type == "Add" and REGIONS.index(spec.region) in {o.cell for o in scene.objects}:
                 ideal = None  # the named place is taken: the instruction does not fit this picture
         except ValueError:
             ideal = None
@@ -162,7 +163,7 @@ def _assess(instruction: str, src: np.ndarray, ed: np.ndarray) -> Assessment:
     if ideal is None:
         following, preserving = _generic(src, ed, scene, spec)
     else:
-        following, preserving = _toy(scene, spec, ideal, ed, q, notes)
+        following, preserving = toy(scene, spec, ideal, ed, q, notes)
     if size_changed:
         preserving = Judgement(min(preserving.score, 1), "The image size changed.")
     return Assessment(following, preserving, quality, notes)
@@ -179,7 +180,7 @@ def _generic(src: np.ndarray, ed: np.ndarray, scene, spec) -> tuple[Judgement, J
     else:
         following = Judgement(2, "The image does not show what the instruction asks for.")
     if changed < 0.02:
-        preserving = _perfect()
+        preserving = perfect()
     else:
         s = 4 if changed < 0.1 else 3 if changed < 0.3 else 2 if changed < 0.6 else 1
         preserving = Judgement(s, "Much of the image changed." if s <= 2 else "Parts of the image changed.")

@@ -14,12 +14,12 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import plumbing
-from .. import toyworld as tw
+from .world import BACKGROUNDS, OBJECT_COLORS, PATTERN_LIGHT, Obj, Scene, apply_tone, erode, object_mask
 
 to_rgb_array = plumbing.to_rgb_array  # (H, W, 3) uint8 from an array, a PIL image or image bytes
 
 
-class _LRU:
+class LRU:
     """A small thread-safe LRU cache (the server judges from many threads)."""
 
     def __init__(self, maxsize: int) -> None:
@@ -47,7 +47,7 @@ class _LRU:
 
 
 
-def _digest(*arrays: np.ndarray, text: str = "") -> str:
+def digest(*arrays: np.ndarray, text: str = "") -> str:
     h = hashlib.blake2b(text.encode("utf-8"), digest_size=20)
     for a in arrays:
         h.update(repr(a.shape).encode())
@@ -55,17 +55,17 @@ def _digest(*arrays: np.ndarray, text: str = "") -> str:
     return h.hexdigest()
 
 
-def _pack(rgb: np.ndarray) -> np.ndarray:
+def pack(rgb: np.ndarray) -> np.ndarray:
     """Colours (..., 3) as single integers (a 1-D unique is much faster than a row-wise one)."""
     x = rgb.astype(np.int32)
     return (x[..., 0] << 16) | (x[..., 1] << 8) | x[..., 2]
 
 
-def _unpack(p: np.ndarray) -> np.ndarray:
+def unpack(p: np.ndarray) -> np.ndarray:
     return np.stack([(p >> 16) & 255, (p >> 8) & 255, p & 255], axis=-1)
 
 
-def _dilate(m: np.ndarray, r: int = 1) -> np.ndarray:
+def dilate(m: np.ndarray, r: int = 1) -> np.ndarray:
     out = m.copy()
     for _ in range(r):
         o = out.copy()
@@ -84,7 +84,7 @@ _MASKS: dict[tuple, np.ndarray] = {}
 _PATTERN_MASKS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _mask(obj: tw.Obj, size: int, drawn: bool = True) -> np.ndarray:
+def object_pixels(obj: Obj, size: int, drawn: bool = True) -> np.ndarray:
     """The pixels an object covers: as drawn (an outline is its rim), or filled (``drawn=False``).
 
     :func:`toyworld.object_mask`, memoised (a race between threads only computes a mask twice).
@@ -93,53 +93,53 @@ def _mask(obj: tw.Obj, size: int, drawn: bool = True) -> np.ndarray:
     key = (size, obj.shape, obj.size, obj.cell, obj.dx, obj.dy, outline)
     m = _MASKS.get(key)
     if m is None:
-        m = tw.object_mask(obj, size)
+        m = object_mask(obj, size)
         if outline:
-            m = m & ~tw.erode(m)
+            m = m & ~erode(m)
         m.setflags(write=False)
         _MASKS[key] = m
     return m
 
 
-def _near(obj: tw.Obj, size: int) -> np.ndarray:
+def near(obj: Obj, size: int) -> np.ndarray:
     """An object's filled mask grown by one pixel (where its presence or absence shows), memoised."""
     key = ("near", size, obj.shape, obj.size, obj.cell, obj.dx, obj.dy)
     m = _MASKS.get(key)
     if m is None:
-        m = _dilate(_mask(obj, size, drawn=False), 1)
+        m = dilate(object_pixels(obj, size, drawn=False), 1)
         m.setflags(write=False)
         _MASKS[key] = m
     return m
 
 
-def _draw(scene: tw.Scene) -> np.ndarray:
+def draw(scene: Scene) -> np.ndarray:
     """:func:`toyworld.render`, pixel for pixel (a test checks it), with the object masks memoised."""
     s = scene.size
     if s not in _PATTERN_MASKS:
         iy, ix = np.mgrid[0:s, 0:s]
         _PATTERN_MASKS[s] = ((iy // 2) % 2 == 1, ((ix // 2) + (iy // 2)) % 2 == 1)
     stripe, check = _PATTERN_MASKS[s]
-    bg = scene.background_rgb if scene.background_rgb is not None else tw.BACKGROUNDS[scene.background]
+    bg = scene.background_rgb if scene.background_rgb is not None else BACKGROUNDS[scene.background]
     img = np.empty((s, s, 3), dtype=np.uint8)
     img[:] = bg
     for obj in scene.objects:
-        mask = _mask(obj, s)
-        img[mask] = tw.OBJECT_COLORS[obj.color]
+        mask = object_pixels(obj, s)
+        img[mask] = OBJECT_COLORS[obj.color]
         if obj.pattern == "stripes" and not obj.outline:
-            img[mask & stripe] = tw.PATTERN_LIGHT
+            img[mask & stripe] = PATTERN_LIGHT
         elif obj.pattern == "checks" and not obj.outline:
-            img[mask & check] = tw.PATTERN_LIGHT
-    return tw.apply_tone(img, scene.tone)
+            img[mask & check] = PATTERN_LIGHT
+    return apply_tone(img, scene.tone)
 
 
-_DRAWN = _LRU(8192)
+DRAWN = LRU(8192)
 
 
-def _drawn(scene: tw.Scene) -> np.ndarray:
-    """:func:`_draw`, memoised by scene (the same imagined pictures recur across hypotheses); read-only."""
-    img = _DRAWN.get(scene)
+def draw_cached(scene: Scene) -> np.ndarray:
+    """:func:`draw`, memoised by scene (the same imagined pictures recur across hypotheses); read-only."""
+    img = DRAWN.get(scene)
     if img is None:
-        img = _draw(scene)
+        img = draw(scene)
         img.setflags(write=False)
-        _DRAWN.put(scene, img)
+        DRAWN.put(scene, img)
     return img

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import toyworld as tw
 from ..formats import MAX_SCORE
 from .calibration import BLUR_SHARP, BLUR_VISIBLE, NOISE_VISIBLE
-from .pixels import _pack, _unpack, to_rgb_array
+from .pixels import pack, to_rgb_array, unpack
+from .world import BACKGROUNDS, OBJECT_COLORS, PATTERN_LIGHT, TONES, apply_tone
 
 @dataclass(frozen=True)
 class QualityReport:
@@ -122,7 +122,7 @@ def _mixed_block_colours(x: np.ndarray, b: int) -> int:
     happen to fall on the block grid has only its own pure colours.
     """
     h, w = (x.shape[0] // b) * b, (x.shape[1] // b) * b
-    cols = _unpack(np.unique(_pack(x[:h:b, :w:b].reshape(-1, 3)))).astype(np.float64)
+    cols = unpack(np.unique(pack(x[:h:b, :w:b].reshape(-1, 3)))).astype(np.float64)
     if len(cols) < 3:
         return 0
     if len(cols) > 200:
@@ -142,9 +142,9 @@ def _mixed_block_colours(x: np.ndarray, b: int) -> int:
 
 
 def _known_colours() -> np.ndarray:
-    base = list(tw.OBJECT_COLORS.values()) + list(tw.BACKGROUNDS.values()) + [tw.PATTERN_LIGHT]
+    base = list(OBJECT_COLORS.values()) + list(BACKGROUNDS.values()) + [PATTERN_LIGHT]
     arr = np.array(base, dtype=np.uint8)[None]
-    toned = [arr] + [tw.apply_tone(arr, t) for t in tw.TONES]
+    toned = [arr] + [apply_tone(arr, t) for t in TONES]
     return np.unique(np.concatenate(toned, axis=1)[0], axis=0).astype(np.int32)
 
 
@@ -157,8 +157,8 @@ def _off_palette_minor_colours(x: np.ndarray) -> int:
     The dominant colour is left out: a background may legitimately be off the palette (and that is a
     preserving matter); small regions of a colour nobody paints are smeared mixtures.
     """
-    packed, counts = np.unique(_pack(x.reshape(-1, 3)), return_counts=True)
-    cols = _unpack(np.delete(packed, int(np.argmax(counts))))
+    packed, counts = np.unique(pack(x.reshape(-1, 3)), return_counts=True)
+    cols = unpack(np.delete(packed, int(np.argmax(counts))))
     if len(cols) == 0:
         return 0
     d = np.abs(cols[:, None, :] - _KNOWN[None]).max(-1).min(1)

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import toyworld as tw
-from .pixels import _LRU, _digest, _draw, _pack, to_rgb_array
+from .pixels import LRU, digest, draw, pack, to_rgb_array
+from .world import BACKGROUNDS, OBJECT_COLORS, SHAPES, SIZES, Obj, Scene, object_mask
 
-_SCENES = _LRU(4096)  # source pixels -> recovered scene (a source is judged three times, often more)
+SCENES = LRU(4096)  # source pixels -> recovered scene (a source is judged three times, often more)
 _MISSING = object()
 
 
@@ -34,7 +34,7 @@ _CANDIDATES: dict[int, _Candidates] = {}
 _CANDIDATES_LOCK = threading.Lock()
 
 
-def _candidates(size: int) -> _Candidates:
+def candidates(size: int) -> _Candidates:
     with _CANDIDATES_LOCK:
         if size in _CANDIDATES:
             return _CANDIDATES[size]
@@ -44,13 +44,13 @@ def _candidates(size: int) -> _Candidates:
         ys, xs = np.mgrid[0:size, 0:size] + 0.5
         for cell in range(9):
             ps, ms = [], []
-            for shape in tw.SHAPES:
-                for sz in tw.SIZES:
+            for shape in SHAPES:
+                for sz in SIZES:
                     for dy in range(-jit, jit + 1):
                         for dx in range(-jit, jit + 1):
-                            o = tw.Obj(shape=shape, color="red", size=sz, cell=cell, dx=dx, dy=dy)
+                            o = Obj(shape=shape, color="red", size=sz, cell=cell, dx=dx, dy=dy)
                             ps.append((shape, sz, dx, dy))
-                            ms.append(tw.object_mask(o, size).ravel())
+                            ms.append(object_mask(o, size).ravel())
             m = np.stack(ms)
             row, col = divmod(cell, 3)
             c = ((xs > col * cell_px + 1) & (xs < (col + 1) * cell_px - 1)
@@ -71,7 +71,7 @@ def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> tuple
     return names[i], float(d[i])
 
 
-def recover_scene(source: Any) -> tw.Scene | None:
+def recover_scene(source: Any) -> Scene | None:
     """The toy scene a source image shows, or None when it is not a (clean, square) toy-world picture.
 
     Background = the dominant colour (it must be a palette background). Objects: for each palette colour,
@@ -80,30 +80,30 @@ def recover_scene(source: Any) -> tw.Scene | None:
     judge understands. Cached by the source's pixels.
     """
     src = to_rgb_array(source)
-    key = _digest(src)
-    hit = _SCENES.get(key)
+    key = digest(src)
+    hit = SCENES.get(key)
     if hit is not None:
         return None if hit is _MISSING else hit
     scene = _recover(src)
-    _SCENES.put(key, _MISSING if scene is None else scene)
+    SCENES.put(key, _MISSING if scene is None else scene)
     return scene
 
 
-def _recover(src: np.ndarray) -> tw.Scene | None:
+def _recover(src: np.ndarray) -> Scene | None:
     size = src.shape[0]
     if src.shape[1] != size or not 12 <= size <= 96:  # toy pictures are small squares (32 px by default)
         return None
     flat = src.reshape(-1, 3).astype(np.int32)
-    packed = _pack(flat)
+    packed = pack(flat)
     vals, counts = np.unique(packed, return_counts=True)
     top = int(vals[np.argmax(counts)])
     bg_rgb = np.array([(top >> 16) & 255, (top >> 8) & 255, top & 255], dtype=np.float64)
-    bg_name, bg_d = _nearest(bg_rgb, tw.BACKGROUNDS)
+    bg_name, bg_d = _nearest(bg_rgb, BACKGROUNDS)
     if bg_d > 6:
         return None
-    cand = _candidates(size)
-    objs: list[tw.Obj] = []
-    for cname, crgb in tw.OBJECT_COLORS.items():
+    cand = candidates(size)
+    objs: list[Obj] = []
+    for cname, crgb in OBJECT_COLORS.items():
         p = np.abs(flat - np.array(crgb)).max(-1) <= 2
         if p.sum() < 6:
             continue
@@ -116,16 +116,16 @@ def _recover(src: np.ndarray) -> tw.Scene | None:
             cost = cand.areas[cell] + n_in - 2 * inter
             i = int(np.argmin(cost))
             shape, sz, dx, dy = cand.params[cell][i]
-            objs.append(tw.Obj(shape=shape, color=cname, size=sz, cell=cell, dx=dx, dy=dy))
+            objs.append(Obj(shape=shape, color=cname, size=sz, cell=cell, dx=dx, dy=dy))
     objs.sort(key=lambda o: o.cell)
-    scene = tw.Scene(size=size, background=bg_name, objects=tuple(objs))
-    mism = _mismatch(_draw(scene), src)
+    scene = Scene(size=size, background=bg_name, objects=tuple(objs))
+    mism = _mismatch(draw(scene), src)
     if mism and len(objs) > 1:  # overlapping neighbours: the drawing order matters; try the others
         import itertools
 
         for perm in itertools.permutations(objs):
             s2 = replace(scene, objects=tuple(perm))
-            m2 = _mismatch(_draw(s2), src)
+            m2 = _mismatch(draw(s2), src)
             if m2 < mism:
                 scene, mism = s2, m2
             if not mism:

@@ -66,7 +66,7 @@ FOLLOWING_FLAWS: tuple[str, ...] = ("wrong_attribute", "wrong_object", "no_chang
 PRESERVING_FLAWS: tuple[str, ...] = ("object_moved", "object_recolored", "object_vanished", "background_shift")
 QUALITY_FLAWS: tuple[str, ...] = ("noise", "blur", "blocky")
 #: Which following failures make sense per edit type ("wrong_attribute" = wrong colour, pattern or tone).
-_FOLLOWING_BY_TYPE: dict[str, tuple[str, ...]] = {
+FOLLOWING_BY_TYPE: dict[str, tuple[str, ...]] = {
     "Local": ("wrong_attribute", "wrong_object", "no_change", "partial"),
     "Remove": ("wrong_object", "no_change", "partial"),
     "Add": ("wrong_attribute", "wrong_object", "no_change", "partial"),
@@ -348,7 +348,7 @@ def caption(scene: Scene) -> str:
 def grammar_phrases() -> list[str]:
     """Every instruction template (its fields written ``{x}``) and every phrase the grammar uses for a pattern
     or a tone, in a fixed order: the words a tokenizer of toy instructions must know
-    (:func:`rewardedit_lib.text.toy_vocabulary` reads them here, never the tables themselves)."""
+    (:func:`rewardedit_lib.toy.text_encoder.toy_vocabulary` reads them here, never the tables themselves)."""
     return ([t for ts in _TEMPLATES.values() for t in ts]
             + [w for ws in _PATTERN_WORDS.values() for w in ws]
             + [w for ws in _TONE_WORDS.values() for w in ws])
@@ -401,8 +401,8 @@ def random_edit(scene: Scene, edit_type: str, rng: np.random.Generator) -> EditS
 
 __all__ = [
     "OBJECT_COLORS", "BACKGROUNDS", "SHAPES", "SIZES", "PATTERNS", "TONES", "REGIONS", "PATTERN_LIGHT",
-    "MAX_OBJECTS", "FOLLOWING_FLAWS", "PRESERVING_FLAWS", "QUALITY_FLAWS", "BACKGROUND_SHIFT", "BLUR_WIDTH",
-    "NOISE_SIGMA", "GENERATOR_VERSION", "Obj", "Scene", "is_benchmark_scene", "object_mask", "erode",
+    "MAX_OBJECTS", "FOLLOWING_FLAWS", "FOLLOWING_BY_TYPE", "PRESERVING_FLAWS", "QUALITY_FLAWS", "BACKGROUND_SHIFT",
+    "BLUR_WIDTH", "NOISE_SIGMA", "GENERATOR_VERSION", "Obj", "Scene", "is_benchmark_scene", "object_mask", "erode",
     "apply_tone", "render", "EditSpec", "parse_instruction", "phrase", "caption", "grammar_phrases",
     "random_scene", "random_edit"
 ]
