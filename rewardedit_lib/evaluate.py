@@ -37,8 +37,9 @@ from . import runtime
 from .formats import EDIT_TYPES, PERSPECTIVES, BenchItem, DataError, read_real_edit
 from .judge.client import TOY_JUDGE_MODEL, AnswerCache, JudgeClient, judge_many, run_sync
 from .judge.paper_protocol import judge_arguments
-from .guidance import LOW_SCORES
-from .pipeline import DEFAULT_REWARD_TEXT, PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
+from .guidance import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, LOW_SCORES
+from .models import CONFIG_SETTINGS
+from .pipeline import DEFAULT_REWARD_TEXT, DEFAULT_STEPS, PERFECT_SCORES, RewardEditPipeline
 from .plumbing import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 #: The paper's Table 1 (Real-Edit, GPT-4o judge), as reported: printed beside the toy results for
@@ -57,9 +58,9 @@ GUIDANCE_CONTRASTS: tuple[str, ...] = ("low", "unknown")
 class EditSettings:
     """How edits are made. ``reward_scores=None`` = rewards unknown (a model trained with reward dropout)."""
 
-    num_inference_steps: int = 30
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
+    num_inference_steps: int = DEFAULT_STEPS  # the paper's 30, text guidance 7.5, image guidance 1.5
+    guidance_scale: float = DEFAULT_TEXT_GUIDANCE
+    image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE
     reward_scores: tuple[float, float, float] | None = PERFECT_SCORES
     reward_text: str | None = DEFAULT_REWARD_TEXT
     reward_guidance_scale: float = 0.0
@@ -81,17 +82,15 @@ class EditSettings:
         return d
 
 
-#: Edit settings per model config. sd15: the paper's (Euler-ancestral, 30 steps, text 7.5, image 1.5).
-#: toy: 10 ancestral DDIM steps (eta 1, :data:`~rewardedit_lib.pipeline.SAMPLER_ETA`) of an x0-predicting
-#: pixel model, text guidance 2, image guidance 1.25. Measured on the bundled stage-1 model (toy judge 3,
-#: 2026-12-03, RESULTS.md): every extra step compounds the small model's errors (50 steps: background and
-#: object colours drift away; 20 steps at guidance 3, the earlier default, 75 / 70 / 94 % yes against
-#: 83 / 78 / 94 at 10 steps, guidance 2); guidance 3 oversaturates objects; image guidance 1.5 (the paper's)
-#: pushes the untouched objects' colours too: 1.25 preserves 4 to 9 points more on three benchmarks
-#: (82.1 / 80.0 / 84.3 % against 77.9 / 75.7 / 75.7) and follows no worse; 2.0 and 2.5 lose both.
+#: Edit settings per model config, from :data:`~rewardedit_lib.models.CONFIG_SETTINGS` (which says why each
+#: value, with the measurements behind the toy's). sd15: the paper's (Euler-ancestral, 30 steps, text 7.5,
+#: image 1.5). toy: 10 ancestral DDIM steps (eta 1) of an x0-predicting pixel model, text guidance 2, image
+#: guidance 1.25. ``resolution`` stays None (the pipeline's own default, the table's ``default_resolution``),
+#: as every evaluation folder's ``edits/settings.json`` has recorded it.
 EDIT_DEFAULTS: dict[str, EditSettings] = {
-    "sd15": EditSettings(eta=SAMPLER_ETA["sd15"]),
-    "toy": EditSettings(num_inference_steps=10, guidance_scale=2.0, image_guidance_scale=1.25, eta=SAMPLER_ETA["toy"]),
+    name: EditSettings(num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
+                       image_guidance_scale=c.image_guidance_scale, reward_text=c.reward_text, eta=c.eta)
+    for name, c in CONFIG_SETTINGS.items()
 }
 
 

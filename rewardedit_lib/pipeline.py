@@ -47,34 +47,30 @@ from diffusers.utils.torch_utils import randn_tensor
 from . import hub, models, text
 from .guidance import (DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, LOW_REWARD_TEXT, LOW_SCORES, Branch,
                        combine_noise, guidance_branches)
-from .formats import PERFECT_FEEDBACK
 from .reward import REWARD_SUBFOLDER, RewardEncoder, RewardUNet
 
-#: The feedback text for a perfect score, as the training data writes it (the default ``reward_text``).
-DEFAULT_REWARD_TEXT = "; ".join([PERFECT_FEEDBACK] * 3)
+#: The feedback text for a perfect score, as the training data writes it (the default ``reward_text``;
+#: defined beside the configs' table, :data:`~rewardedit_lib.models.CONFIG_SETTINGS`).
+DEFAULT_REWARD_TEXT = models.DEFAULT_REWARD_TEXT
 PERFECT_SCORES: tuple[float, float, float] = (5.0, 5.0, 5.0)
-#: The paper's number of denoising steps (its guidance scales: :mod:`~rewardedit_lib.guidance`).
-DEFAULT_STEPS = 30
+#: The paper's number of denoising steps (sd15's in :data:`~rewardedit_lib.models.CONFIG_SETTINGS`; its
+#: guidance scales: :mod:`~rewardedit_lib.guidance`).
+DEFAULT_STEPS = models.CONFIG_SETTINGS["sd15"].num_inference_steps
 
-#: Noise schedules. sd15: Stable Diffusion's own (what its UNet was trained with). toy: the DDPM linear
-#: schedule, made for pixel space, with the UNet predicting the clean image ("sample") instead of the
-#: noise: a 1.7M-parameter model learns to copy and edit far sooner that way (``TOY-PROBE``: L1 to the
-#: ideal edit 0.10 vs 0.24 after similar training). The trainer noises with the schedule a model folder
-#: carries (``DDPMScheduler.from_config(pipe.scheduler.config)``), so training and inference always agree.
+#: Noise schedules per config, read from :data:`~rewardedit_lib.models.CONFIG_SETTINGS` (which says why).
+#: The trainer noises with the schedule a model folder carries
+#: (``DDPMScheduler.from_config(pipe.scheduler.config)``), so training and inference always agree.
 SCHEDULER_CONFIGS: dict[str, dict[str, Any]] = {
-    "sd15": dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                 steps_offset=1, prediction_type="epsilon", timestep_spacing="leading"),
-    "toy": dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
-                prediction_type="sample", timestep_spacing="leading"),
-}
+    name: dict(s.noise_schedule) for name, s in models.CONFIG_SETTINGS.items()}
 #: Stable Diffusion 1.5's VAE (for a randomly initialised sd15 pipeline: shapes and timings, no download).
 SD15_VAE_CONFIG: dict[str, Any] = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
     block_out_channels=(128, 256, 512, 512), norm_num_groups=32, scaling_factor=0.18215,
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
 )
-#: sd15 edits at 512 px (the paper); the toy world keeps its images' own size (32 px).
-DEFAULT_RESOLUTION: dict[str, int | None] = {"sd15": 512, "toy": None}
+#: sd15 edits at 512 px (the paper); the toy world keeps its images' own size (32 px). From the table.
+DEFAULT_RESOLUTION: dict[str, int | None] = {
+    name: s.default_resolution for name, s in models.CONFIG_SETTINGS.items()}
 
 
 @dataclass
@@ -153,12 +149,15 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     stock ``UNet2DConditionModel``), ``scheduler``, ``reward_encoder`` (``None`` for stage 1). Call it as
     diffusers' pipeline, plus ``reward_scores``, ``reward_text`` and ``reward_guidance_scale``.
 
-    Four settings travel with a model (in ``model_index.json``): ``default_resolution``;
+    Five settings travel with a model (in ``model_index.json``): ``default_resolution``;
     ``default_reward_text``, the feedback text used when a call passes none (``None``: the training data's
     perfect-score sentence; the reference's weights record the ``"None; None; None"`` they were evaluated
     with); ``model_config``, the config it was built as ("toy" or "sd15"; folders written before it was
-    recorded are told apart by their VAE); and ``failure_reward_text``, the failure sentence its training
-    data uses most in each perspective (recorded by the trainer; ``None``: the generic
+    recorded are told apart by their VAE); ``config_settings``, that config's entry of
+    :data:`~rewardedit_lib.models.CONFIG_SETTINGS` when the folder was built (sampler, noise schedule, default
+    edit settings, resolution, feedback texts, judging protocol; ``None`` in folders written before it was
+    recorded: the kit reads the table, never a folder's copy); and ``failure_reward_text``, the failure
+    sentence its training data uses most in each perspective (recorded by the trainer; ``None``: the generic
     :data:`~rewardedit_lib.guidance.LOW_REWARD_TEXT`), which the reward knob and low-reward guidance ask for:
     a model hears low rewards in the words it was trained on. Every latent-space (sd15) pipeline samples with
     Euler-ancestral, the paper's sampler, on the noise schedule of the scheduler it was given: a model trained
@@ -172,7 +171,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                  reward_encoder: RewardEncoder | None = None, safety_checker=None, feature_extractor=None,
                  image_encoder=None, requires_safety_checker: bool = False, default_resolution: int | None = None,
                  default_reward_text: str | None = None, failure_reward_text: str | None = None,
-                 model_config: str | None = None):
+                 model_config: str | None = None, config_settings: dict[str, Any] | None = None):
         if vae is not None:
             scheduler = paper_sampler(scheduler)
         super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
@@ -180,7 +179,8 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
         self.register_modules(reward_encoder=reward_encoder)
         self.register_to_config(default_resolution=default_resolution, default_reward_text=default_reward_text,
-                                failure_reward_text=failure_reward_text, model_config=model_config)
+                                failure_reward_text=failure_reward_text, model_config=model_config,
+                                config_settings=config_settings)
         if vae is None:  # pixel space: one "latent" pixel per image pixel, values in [-1, 1]
             self.vae_scale_factor = 1
             self.image_processor = VaeImageProcessor(vae_scale_factor=1)
@@ -417,9 +417,11 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
     def from_model(cls, model: RewardUNet, tokenizer, text_encoder, scheduler=None, vae: AutoencoderKL | None = None,
                    name: str = "toy") -> "RewardEditPipeline":
         """A pipeline around a :class:`RewardUNet` (e.g. the one a trainer just trained)."""
+        settings = models.config_settings(name)
         scheduler = scheduler or scheduler_for(name)
         pipe = cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=model.unet, scheduler=scheduler,
-                   reward_encoder=model.reward, default_resolution=DEFAULT_RESOLUTION[name], model_config=name)
+                   reward_encoder=model.reward, default_resolution=settings.default_resolution, model_config=name,
+                   config_settings=settings.to_json())
         pipe._composed = model
         return pipe
 
@@ -474,7 +476,9 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
                 pipe.register_modules(reward_encoder=enc.to(pipe.unet.device))
         if scheduler == "euler_ancestral":
             pipe.scheduler = paper_sampler(pipe.scheduler)
-        pipe.register_to_config(default_resolution=resolution, model_config="toy" if pipe.vae is None else "sd15")
+        name = "toy" if pipe.vae is None else "sd15"
+        pipe.register_to_config(default_resolution=resolution, model_config=name,
+                                config_settings=models.config_settings(name).to_json())
         if reference is not None:
             pipe.register_to_config(default_reward_text=hub.REFERENCE_REWARD_TEXT)
         return pipe
@@ -505,10 +509,9 @@ def _load_reward_encoder(where: str | Path, required: bool, torch_dtype=None) ->
 #: The DDIM ``eta`` an edit uses per model config: how much fresh noise each step adds (0: deterministic
 #: DDIM; 1: ancestral, the DDPM posterior). The paper samples with Euler-ancestral, which sd15 uses (it takes
 #: no eta); the toy model predicts the clean image, which Euler-ancestral does not implement, so the toy runs
-#: DDIM and eta 1 makes it ancestral too. It matters: on the toy course's models of 3 seeds, eta 1 raised the
-#: judged yes-rates by 18 (following), 15 (preserving) and 7 (quality) points on average over eta 0, at the
-#: same 20 steps (RESULTS.md, "The toy sampler").
-SAMPLER_ETA: dict[str, float] = {"sd15": 0.0, "toy": 1.0}
+#: DDIM and eta 1 makes it ancestral too. Read from :data:`~rewardedit_lib.models.CONFIG_SETTINGS` (the
+#: measurement behind the toy's 1 is there).
+SAMPLER_ETA: dict[str, float] = {name: s.eta for name, s in models.CONFIG_SETTINGS.items()}
 
 
 def paper_sampler(scheduler):
@@ -523,12 +526,16 @@ def paper_sampler(scheduler):
 
 
 def scheduler_for(name: str = "toy"):
-    """The inference scheduler of a config on the config's noise schedule: Euler-ancestral (the paper's)
-    for sd15; DDIM for toy, because diffusers' Euler-ancestral does not implement "sample" prediction
-    (edits pass :data:`SAMPLER_ETA`'s 1.0 to make its steps ancestral)."""
-    if name == "toy":
-        return DDIMScheduler(**SCHEDULER_CONFIGS[name])
-    return EulerAncestralDiscreteScheduler(**SCHEDULER_CONFIGS[name])
+    """The inference scheduler of a config on the config's noise schedule (both from
+    :data:`~rewardedit_lib.models.CONFIG_SETTINGS`): Euler-ancestral (the paper's) for sd15; DDIM for toy,
+    because diffusers' Euler-ancestral does not implement "sample" prediction (edits pass
+    :data:`SAMPLER_ETA`'s 1.0 to make its steps ancestral)."""
+    settings = models.config_settings(name)
+    return _SAMPLERS[settings.sampler](**settings.noise_schedule)
+
+
+#: The sampler classes :data:`~rewardedit_lib.models.CONFIG_SETTINGS` names.
+_SAMPLERS = {cls.__name__: cls for cls in (DDIMScheduler, EulerAncestralDiscreteScheduler)}
 
 
 def random_pipeline(name: str = "toy", seed: int = 0, stage: int = 2, rewards: str = "both",
@@ -544,7 +551,7 @@ def random_pipeline(name: str = "toy", seed: int = 0, stage: int = 2, rewards: s
     """
     with torch.device(device or "cpu"):
         model = models.build(name, stage=stage, rewards=rewards, injection=injection, seed=seed, **reward_overrides)
-        if name == "toy":
+        if not models.config_settings(name).latent_space:
             tokenizer, encoder = text.toy_text_encoder(seed)
             vae = None
         else:

@@ -290,10 +290,15 @@ class PaperRequest(JudgeRequest):
 # --------------------------------------------------------------------------------------------------
 # Choosing the protocol and the judge
 # --------------------------------------------------------------------------------------------------
-#: The protocol per model kind when none is asked for and a judge endpoint is given: ``sd15`` models are
-#: judged as the paper judged them, so their numbers can stand beside Table 1; the toy world keeps the kit's
-#: protocol, the only one the local toy judge answers.
-DEFAULT_PROTOCOL: dict[str, str] = {"sd15": "paper", "toy": "kit"}
+def default_protocol(model_kind: str) -> str:
+    """The protocol of a model kind when none is asked for and a judge endpoint is given: its config's
+    ``judge_protocol`` (:data:`~rewardedit_lib.models.CONFIG_SETTINGS`): ``sd15`` models are judged as the
+    paper judged them, so their numbers can stand beside Table 1; the toy world keeps the kit's protocol, the
+    only one the local toy judge answers. ``"kit"`` for a kind the table does not know."""
+    from ..models import CONFIG_SETTINGS  # here, not above: the judge package loads without torch
+
+    settings = CONFIG_SETTINGS.get(model_kind)
+    return settings.judge_protocol if settings is not None else "kit"
 
 
 def is_toy_bench(bench_dir: str | Path) -> bool:
@@ -318,7 +323,7 @@ def choose_protocol(protocol: str | None, model_kind: str, base_url: str | None,
                     azure: bool = False, judge_model: str | None = None) -> str:
     """The protocol to judge with, or a ``ValueError`` naming the option that is missing.
 
-    * ``protocol=None``: :data:`DEFAULT_PROTOCOL` of the model kind when a judge endpoint is given; ``"kit"``
+    * ``protocol=None``: :func:`default_protocol` of the model kind when a judge endpoint is given; ``"kit"``
       for the toy judge, local or at a URL (``judge_model="toy-judge"``): it answers only the kit's questions.
     * No endpoint (``base_url=None``, no Azure) means the local toy judge, a pixel judge of toy-world drawings:
       on any other benchmark it would print numbers that mean nothing, so that is refused, naming
@@ -344,7 +349,7 @@ def choose_protocol(protocol: str | None, model_kind: str, base_url: str | None,
             raise ValueError(f"the toy judge ({TOY_JUDGE_MODEL}) answers only --protocol kit; the paper protocol "
                              f"needs a real judge (--judge-model {PAPER_JUDGE_MODEL} at its --base-url)")
         return "kit"
-    return protocol or DEFAULT_PROTOCOL.get(model_kind, "kit")
+    return protocol or default_protocol(model_kind)
 
 
 def judge_model_for(protocol: str, judge_model: str | None, local: bool) -> str | None:
@@ -400,8 +405,9 @@ def judge_record(judge: Mapping[str, Any]) -> dict[str, Any]:
             "model": judge_model_for(judge["protocol"], judge["judge_model"], local)}
 
 
-__all__ = ["ANSWER_KEYS", "DEFAULT_PROTOCOL", "PAPER_CLIENT_DEFAULTS", "PAPER_JUDGE_MODEL", "PAPER_PROMPT_VERSION",
+__all__ = ["ANSWER_KEYS", "PAPER_CLIENT_DEFAULTS", "PAPER_JUDGE_MODEL", "PAPER_PROMPT_VERSION",
            "PROTOCOLS", "PaperRequest", "SYSTEM_PROMPTS", "build_paper_messages", "choose_protocol", "client_options_for",
+           "default_protocol",
            "evaluation_requests", "identify_paper", "is_toy_bench", "judge_arguments", "judge_model_for", "judge_record",
            "paper_needs_endpoint", "parse_paper_answer",
            "prepare_images", "user_text"]
