@@ -37,7 +37,7 @@ def judge_endpoint(base_url: str | None = None, model: str = TOY_JUDGE_MODEL, **
     if base_url:
         yield base_url
         return
-    from .server import ToyJudgeServer  # the server (http.server, threads) only when one is needed
+    from .server import ToyJudgeServer  # the server (aiohttp, threads) only when one is needed
 
     with ToyJudgeServer(model=model, **server_options) as srv:
         yield srv.base_url
