@@ -13,7 +13,11 @@
   a kill; :func:`read_jsonl_tolerant` skips such lines and counts them. :func:`append_jsonl` adds one line.
 * **Images**: :func:`load_rgb` (a path or a PIL image -> an RGB PIL image), :func:`to_rgb_array` (anything
   image-like -> an ``(H, W, 3)`` uint8 array), :func:`to_uint8` (float pixels -> uint8, rounded and clipped)
-  and :func:`save_image` (fixed encoder settings, so the same pixels always give the same bytes).
+  and :func:`save_image` (fixed encoder settings, so the same pixels always give the same bytes). The
+  model's own images <-> tensors in [-1, 1] (training, the pipeline) are diffusers' ``VaeImageProcessor``
+  (:data:`rewardedit_lib.train.data.IMAGE_PROCESSOR`); these stay for the toy world's and the judges' pixel
+  arrays: 0-255 floats, clipped (``numpy_to_pil`` takes 0-1 and does not clip), bytes, grey and
+  alpha, with no diffusers import.
 
 Imports only the standard library at module level (numpy and PIL when an image function is called), so the
 command line and the data readers stay quick to import.

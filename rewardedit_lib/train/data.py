@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image
+from diffusers.image_processor import VaeImageProcessor
 
 from .. import text
 from ..formats import DataError, Loaded, Triplet, read_instructpix2pix
@@ -41,20 +40,31 @@ def load_triplets(data_dir: str | Path, rewards_path: str | Path | None, config:
     return loaded.items
 
 
+#: Images <-> tensors in training, through diffusers' ``VaeImageProcessor`` as the inference pipeline's
+#: ``image_processor``: ``preprocess`` (RGB uint8 -> [-1, 1]: ``x / 255 * 2 - 1``, bit for bit the old
+#: ``x / 127.5 - 1``), ``resize`` and ``postprocess`` (the validation grids). ``resample="bicubic"``: the
+#: resampling training always used (the processor's default is lanczos). ``do_resize=False``: ``preprocess``
+#: leaves the size alone; :func:`image_tensor` resizes and crops first.
+IMAGE_PROCESSOR = VaeImageProcessor(vae_scale_factor=1, resample="bicubic", do_resize=False)
+
+
 def image_tensor(image, resolution: int | None) -> torch.Tensor:
-    """A PIL image -> (3, H, W) float in [-1, 1]; resized (shorter side) and centre-cropped to a square."""
+    """A PIL image -> (3, H, W) float in [-1, 1]; resized (shorter side, bicubic) and centre-cropped to a square.
+
+    The size and the crop are computed here, not by the processor's ``resize_mode="crop"``: that one floors the
+    longer side (this rounds it) and centres an odd margin the other way, so a non-square image would come out
+    shifted or scaled by a pixel."""
     image = image.convert("RGB")
     if resolution is not None:
         w, h = image.size
         s = resolution / min(w, h)
         if s != 1:
-            image = image.resize((max(resolution, round(w * s)), max(resolution, round(h * s))),
-                                 Image.Resampling.BICUBIC)
+            image = IMAGE_PROCESSOR.resize(image, height=max(resolution, round(h * s)),
+                                           width=max(resolution, round(w * s)))
         w, h = image.size
         left, top = (w - resolution) // 2, (h - resolution) // 2
         image = image.crop((left, top, left + resolution, top + resolution))
-    a = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
-    return a / 127.5 - 1.0
+    return IMAGE_PROCESSOR.preprocess(image)[0]
 
 
 class TrainingData:

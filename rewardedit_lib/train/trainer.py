@@ -22,10 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from PIL import Image
+from diffusers.utils import make_image_grid
+from PIL import Image, ImageOps
 
 from .. import dataset, memory, runtime
-from ..plumbing import atomic_write_json, to_uint8
+from ..plumbing import atomic_write_json
 from ..pipeline import SAMPLER_ETA, RewardEditPipeline
 from ..precision import MasterWeights
 from ..reward import RewardUNet
@@ -33,7 +34,7 @@ from . import checkpoints, metrics
 from .checkpoints import MODEL_SUBDIR, find_checkpoint, list_checkpoints
 from .components import Components, load_components
 from .config import TrainConfig
-from .data import TrainingData, image_tensor, load_triplets
+from .data import IMAGE_PROCESSOR, TrainingData, image_tensor, load_triplets
 from .errors import TrainingError
 from .step_plan import StepPlan, plan_step, seeded_generator
 
@@ -89,20 +90,11 @@ def _make_optimizer(params, config: TrainConfig, fused: bool):
                              eps=config.adam_eps, **kw)
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """A (3, H, W) tensor in [-1, 1] as an (H, W, 3) uint8 image."""
-    return to_uint8((x.permute(1, 2, 0).numpy() + 1) * 127.5)
-
-
-def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
-    h, w = rows[0][0].shape[:2]
-    cols = max(len(r) for r in rows)
-    out = np.full((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
-    for i, r in enumerate(rows):
-        for j, img in enumerate(r):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[y:y + h, x:x + w] = img
-    return out
+def _grid(rows: list[list[Image.Image]], pad: int = 2) -> Image.Image:
+    """Equal-sized images in rows, on white with ``pad`` pixels around each: diffusers' ``make_image_grid``
+    (which has no gaps) of the images each padded right and below, then the grid padded left and above."""
+    tiles = [ImageOps.expand(im, (0, 0, pad, pad), fill="white") for row in rows for im in row]
+    return ImageOps.expand(make_image_grid(tiles, rows=len(rows), cols=len(rows[0])), (pad, pad, 0, 0), fill="white")
 
 
 class Trainer:
@@ -374,22 +366,21 @@ class Trainer:
             with self._eval_weights(), self._frozen_on_device():
                 pipe = self._pipeline()
                 res = self.config.resolution
-                srcs = [_to_uint8(image_tensor(t.load_source(), res)) for t in examples]
-                tgts = [_to_uint8(image_tensor(t.load_edited(), res)) for t in examples]
-                outs = pipe([t.instruction for t in examples], [Image.fromarray(s) for s in srcs],
+                # the training tensors, as images: IMAGE_PROCESSOR.postprocess (the pipeline's own, too)
+                srcs = IMAGE_PROCESSOR.postprocess(torch.stack([image_tensor(t.load_source(), res) for t in examples]))
+                tgts = IMAGE_PROCESSOR.postprocess(torch.stack([image_tensor(t.load_edited(), res) for t in examples]))
+                outs = pipe([t.instruction for t in examples], srcs,
                             num_inference_steps=self.config.validation_steps, eta=SAMPLER_ETA[self.config.model],
-                            output_type="np",
-                            height=srcs[0].shape[0], width=srcs[0].shape[1],
+                            output_type="pil", height=srcs[0].height, width=srcs[0].width,
                             generator=torch.Generator().manual_seed(self.config.seed)).images
         finally:
             self.raw_model.train()
-        rows = [[s, t, to_uint8(o * 255)] for s, t, o in zip(srcs, tgts, outs)]
         path = self.out_dir / "samples" / f"step-{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        f = max(1, 96 // srcs[0].shape[0])  # toy images are 32 px: upscale (nearest) so the grid is readable
-        rows = [[np.repeat(np.repeat(im, f, axis=0), f, axis=1) for im in r] for r in rows]
-        grid = _grid(rows)
-        Image.fromarray(grid).save(path)
+        f = max(1, 96 // srcs[0].height)  # toy images are 32 px: upscale (nearest) so the grid is readable
+        rows = [[im.resize((im.width * f, im.height * f), Image.Resampling.NEAREST) for im in row]
+                for row in zip(srcs, tgts, outs)]
+        _grid(rows).save(path)
         return path
 
     def save_model(self) -> Path | None:
