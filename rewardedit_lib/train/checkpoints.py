@@ -5,6 +5,23 @@ A run's folder holds ``checkpoints/checkpoint-NNNNNN/`` (the last ``keep_checkpo
 ``model/`` (the trained model, full precision), ``training_state.pt`` (optimizer, LR schedule, EMA, loss
 scaler) and ``state.json`` (the step and the config). A checkpoint is written as ``checkpoint-NNNNNN.tmp``
 and renamed when complete, so a folder without the suffix is always whole; ``state.json`` is what marks it.
+
+Why not accelerate's ``save_state``/``load_state`` with ``ProjectConfiguration(total_limit=...)`` (checked in
+accelerate 1.16's source, ``accelerate/accelerator.py``, and by a kill -9): ``Accelerator.save_state`` writes
+straight into the final ``checkpoints/checkpoint_<n>`` (``os.makedirs(output_dir, exist_ok=True)``: no
+temporary name, no rename, no mark of completion), and ``total_limit`` deletes the oldest checkpoints
+*before* the new one is written; ``Accelerator.load_state()`` takes the highest-numbered folder, whole or
+not. Killed during a save (in the ``register_save_state_pre_hook`` where a ``from_pretrained`` folder would
+be written), ``total_limit=1`` left one empty ``checkpoint_1`` and no whole checkpoint, and ``load_state()``
+failed (``FileNotFoundError: .../checkpoint_1/pytorch_model.bin``); here the last whole checkpoint survives
+and ``latest`` passes over the ``.tmp``. Nor does it fit the rest: ``total_limit`` applies only with
+``automatic_checkpoint_naming``, whose folders count saves (``checkpoint_<iteration>``; a new process must be
+told the count, else ``save_state`` refuses the existing name), not steps; the weights are a state dict
+(``model.safetensors``; with master weights the bf16 model, not the fp32 copy) unless a hook writes a
+``from_pretrained`` folder; and the settings a resume must match (:data:`RESUME_MUST_MATCH`) have no place
+there. Its RNG files are not needed (each step's randomness and the example order are functions of seed and
+step: :mod:`.step_plan`). The EMA could be registered (``register_for_checkpointing``), but that alone
+would not make this simpler.
 """
 
 from __future__ import annotations
