@@ -208,6 +208,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     changes = dict(stage=args.stage, rewards=args.rewards_mode, injection=args.injection, init=args.init,
                    max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                    reward_lr_scale=args.reward_lr_scale, reward_warmup_steps=args.reward_warmup_steps,
+                   center_rewards=args.center_rewards,
                    seed=args.seed, mixed_precision=args.mixed_precision, reward_dropout=args.reward_dropout,
                    checkpoint_every=args.checkpoint_every, missing_rewards="skip" if args.skip_missing_rewards else None)
     if args.gradient_checkpointing:
@@ -457,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=None, help="learning rate")
     s.add_argument("--reward-lr-scale", type=float, default=None,
                    help="stage 2: the new reward modules learn at lr x this (toy-cpu: 10)")
+    s.add_argument("--center-rewards", action="store_true", default=None,
+                   help="stage 2: measure the reward's time-embedding vector from a perfect edit's rewards, so "
+                        "(5, 5, 5) leaves the UNet's time embedding as stage 1 had it")
     s.add_argument("--reward-warmup-steps", type=int, default=None,
                    help="stage 2: the first N steps train only the reward modules (the UNet waits; the "
                         "no-reward baseline idles them)")

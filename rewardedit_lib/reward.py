@@ -140,7 +140,7 @@ class RewardEncoder(ModelMixin, ConfigMixin):
                  block_dim: int = 320, text_dim: int = 768, score_embed_dim: int = 256, num_scores: int = 3,
                  heads: int = 8, norm_groups: int = 32, layer_norm_eps: float = 1e-12, ff_dim: int | None = None,
                  dropout: float = 0.1, flip_sin_to_cos: bool = True, freq_shift: float = 0.0,
-                 zero_init: bool = False):
+                 zero_init: bool = False, centered: bool = False):
         super().__init__()
         if rewards not in REWARD_MODES:
             raise ValueError(f"rewards={rewards!r}: expected one of {', '.join(REWARD_MODES)}")
@@ -160,6 +160,10 @@ class RewardEncoder(ModelMixin, ConfigMixin):
                 self.text_to_token = nn.Linear(text_dim, block_dim)
         if self.to_latent:
             self.latent = LatentRewardAttention(block_dim, heads, norm_groups, layer_norm_eps, ff_dim, dropout)
+        if centered:
+            # The rewards a perfect edit is annotated with (set by the trainer, saved with the weights).
+            self.register_buffer("reference_scores", torch.full((num_scores,), 5.0))
+            self.register_buffer("reference_text", torch.zeros(text_dim))
         if zero_init:
             self.zero_outputs()
 
@@ -175,12 +179,31 @@ class RewardEncoder(ModelMixin, ConfigMixin):
         if hasattr(self, "latent"):
             nn.init.zeros_(self.latent.proj_out.weight), nn.init.zeros_(self.latent.proj_out.bias)
 
+    @torch.no_grad()
+    def set_reference(self, scores: torch.Tensor, text_embeds: torch.Tensor | None) -> None:
+        """The rewards of a perfect edit, at which a ``centered`` encoder adds nothing to the time embedding."""
+        if not self.config.centered:
+            raise ValueError("set_reference: this reward encoder is not centered (config centered=False)")
+        self.reference_scores.copy_(scores.reshape(-1))
+        if text_embeds is not None:
+            self.reference_text.copy_(text_embeds.reshape(-1))
+
     def embed_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """(B, 3) scores -> (B, 3 * score_embed_dim) sinusoidal embedding."""
         b = scores.shape[0]
         return self.score_proj(scores.reshape(-1).float()).reshape(b, -1)
 
     def forward(self, scores: torch.Tensor | None = None, text_embeds: torch.Tensor | None = None) -> RewardConditions:
+        conditions = self._encode(scores, text_embeds)
+        if self.config.centered and conditions.time is not None:
+            # The time path measured from a perfect edit's rewards: at (5, 5, 5) in the perfect words the UNet's
+            # time embedding is exactly its stage-1 one, so the rewards of perfect edits cannot blur its sense of
+            # the noise level (a (5, 5, 5) vector as long as the time embedding itself does, uncentered).
+            ref = self._encode(self.reference_scores[None], self.reference_text[None] if self.use_text else None)
+            conditions.time = conditions.time - ref.time
+        return conditions
+
+    def _encode(self, scores: torch.Tensor | None, text_embeds: torch.Tensor | None) -> RewardConditions:
         time, tokens = None, []
         if self.use_scores:
             if scores is None:

@@ -120,6 +120,23 @@ def test_zero_init_stage2_starts_as_its_stage1(inputs):
     assert not torch.allclose(run(random_init, inputs), before, atol=1e-3)
 
 
+def test_a_centered_encoder_adds_nothing_at_the_perfect_rewards_and_keeps_them_when_saved(tmp_path, inputs):
+    stage1 = models.build("toy", stage=1).eval()
+    model = models.stage2_from_stage1(stage1, "toy", centered=True).eval()  # random (not zero) init
+    perfect_text = inputs["reward_text_embeds"][:1]
+    model.reward.set_reference(torch.tensor([5.0, 5.0, 5.0]), perfect_text)
+    time = model.reward(torch.full((B, 3), 5.0), perfect_text.repeat(B, 1)).time
+    assert torch.allclose(time, torch.zeros_like(time), atol=1e-6)  # the UNet's own time embedding
+    other = model.reward(inputs["reward_scores"], inputs["reward_text_embeds"])
+    assert other.time[1].abs().max() > 1e-3  # other rewards still move it
+    model.save_pretrained(tmp_path / "m")
+    loaded = RewardUNet.from_pretrained(tmp_path / "m").eval()
+    assert torch.equal(loaded.reward.reference_text, perfect_text[0])
+    assert torch.equal(run(model, inputs), run(loaded, inputs))
+    with pytest.raises(ValueError, match="not centered"):
+        models.build("toy").reward.set_reference(torch.ones(3), None)
+
+
 def test_missing_rewards_and_direct_unet_calls_are_clear_errors(inputs):
     model = models.build("toy").eval()
     with pytest.raises(ValueError, match="reward_scores"):

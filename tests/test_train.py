@@ -178,6 +178,23 @@ def test_reward_warmup_trains_only_the_reward_modules_first_and_the_baseline_idl
         tiny(max_steps=2, reward_warmup_steps=3)
 
 
+def test_center_rewards_makes_the_perfect_rewards_leave_the_time_embedding_alone(data, tmp_path):
+    from rewardedit_lib import models, text
+    from rewardedit_lib.pipeline import RewardEditPipeline
+
+    d, rewards = data
+    res = T.train(tiny(stage=2, max_steps=2, center_rewards=True, checkpoint_every=0), d, tmp_path / "c", rewards,
+                  progress=False)
+    pipe = RewardEditPipeline.from_pretrained(res.model_dir)
+    reward = pipe.reward_unet.reward
+    assert reward.config.centered
+    pooled = text.encode_text(pipe.tokenizer, pipe.text_encoder, [models.DEFAULT_REWARD_TEXT], "cpu").pooled
+    with torch.no_grad():
+        at_perfect = reward(torch.tensor([[5.0, 5.0, 5.0]]), pooled).time
+        at_low = reward(torch.tensor([[0.0, 2.0, 2.0]]), pooled).time
+    assert at_perfect.abs().max() < 1e-6 and at_low.abs().max() > 0
+
+
 def test_a_missing_rewards_entry_names_the_folder_or_is_skipped(data, tmp_path):
     d, rewards = data
     entries = json.loads(Path(rewards).read_text())

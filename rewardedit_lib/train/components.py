@@ -29,6 +29,12 @@ class Components:
     scheduler: Any  # the inference scheduler saved with the model (its config is the noise schedule)
 
 
+def _reward_init(config: TrainConfig) -> dict[str, bool]:
+    """The new reward modules' construction switches a config asks for."""
+    return {**({"zero_init": True} if config.zero_init_rewards else {}),
+            **({"centered": True} if config.center_rewards else {})}
+
+
 def load_components(config: TrainConfig, device: torch.device | str = "cpu") -> Components:
     """Build or load the model a run starts from.
 
@@ -43,7 +49,7 @@ def load_components(config: TrainConfig, device: torch.device | str = "cpu") -> 
     if config.init is None:
         pipe = random_pipeline(config.model, seed=config.seed, stage=config.stage, rewards=config.rewards,
                                injection=config.injection, device=device,
-                               **({"zero_init": True} if config.zero_init_rewards and config.stage == 2 else {}))
+                               **(_reward_init(config) if config.stage == 2 else {}))
         return Components(pipe.reward_unet, pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.scheduler)
     try:
         pipe = RewardEditPipeline.from_instruct_pix2pix(config.init, reward_encoder="auto", scheduler=None,
@@ -66,7 +72,7 @@ def load_components(config: TrainConfig, device: torch.device | str = "cpu") -> 
     elif config.stage == 2:
         model = models.stage2_from_stage1(RewardUNet(unet), config.model, config.rewards, config.injection,
                                           seed=config.seed + 1,
-                                          **({"zero_init": True} if config.zero_init_rewards else {}))
+                                          **_reward_init(config))
     else:
         model = RewardUNet(unet)
     te = pipe.text_encoder.requires_grad_(False).eval()

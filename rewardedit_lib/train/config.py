@@ -36,6 +36,9 @@ class TrainConfig:
     injection: str = "both"  # latent | time | both
     init: str | None = None  # a model folder or hub id to start from (see :func:`load_components`)
     zero_init_rewards: bool = False  # start the reward modules' outputs at zero (stage 2 = stage 1 at step 0)
+    #: The reward's time-embedding vector is measured from a perfect edit's rewards ((5, 5, 5) in the
+    #: inference feedback words): asked for a perfect edit, the UNet sees exactly its stage-1 time embedding.
+    center_rewards: bool = False
     reward_lr_scale: float = 1.0  # the new reward modules learn at lr x this (the UNet they join at lr)
     #: The first this many steps train only the reward modules (the UNet's lr is 0), so that the rewards learn
     #: to explain the data's flaws before the UNet can fold them into its average edit. The no-reward baseline

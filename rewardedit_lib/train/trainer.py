@@ -25,9 +25,9 @@ from diffusers import DDPMScheduler
 from diffusers.utils import make_image_grid
 from PIL import Image, ImageOps
 
-from .. import dataset, memory, runtime
+from .. import dataset, memory, models, runtime, text
 from ..plumbing import atomic_write_json
-from ..pipeline import SAMPLER_ETA, RewardEditPipeline
+from ..pipeline import PERFECT_SCORES, SAMPLER_ETA, RewardEditPipeline
 from ..precision import MasterWeights
 from ..reward import RewardUNet
 from . import checkpoints, metrics
@@ -139,6 +139,11 @@ class Trainer:
         if comp.vae is not None:
             comp.vae.to(device)
         self.comp = comp
+        reward = comp.model.reward
+        if reward is not None and reward.config.centered:  # (a resumed run loads the same values)
+            perfect = text.encode_text(comp.tokenizer, comp.text_encoder, [models.DEFAULT_REWARD_TEXT], device).pooled
+            reward.set_reference(torch.tensor(PERFECT_SCORES, dtype=torch.float32, device=device),
+                                 perfect if reward.use_text else None)
         self.noise_scheduler = DDPMScheduler.from_config(comp.scheduler.config)
         self.data = TrainingData(triplets, comp, config, device, store=memory.cache_device(config, triplets, device))
         #: the words this model hears low rewards in, recorded with it (the knob and low-reward guidance use them)
