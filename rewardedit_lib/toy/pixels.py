@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import plumbing
-from .world import BACKGROUNDS, OBJECT_COLORS, PATTERN_LIGHT, Obj, Scene, apply_tone, erode, object_mask
+from .world import Obj, Scene, drawn_mask, object_mask, paint, pattern_masks
 
 to_rgb_array = plumbing.to_rgb_array  # (H, W, 3) uint8 from an array, a PIL image or image bytes
 
@@ -93,9 +93,7 @@ def object_pixels(obj: Obj, size: int, drawn: bool = True) -> np.ndarray:
     key = (size, obj.shape, obj.size, obj.cell, obj.dx, obj.dy, outline)
     m = _MASKS.get(key)
     if m is None:
-        m = object_mask(obj, size)
-        if outline:
-            m = m & ~erode(m)
+        m = drawn_mask(obj, size) if drawn else object_mask(obj, size)
         m.setflags(write=False)
         _MASKS[key] = m
     return m
@@ -116,20 +114,8 @@ def draw(scene: Scene) -> np.ndarray:
     """:func:`toyworld.render`, pixel for pixel (a test checks it), with the object masks memoised."""
     s = scene.size
     if s not in _PATTERN_MASKS:
-        iy, ix = np.mgrid[0:s, 0:s]
-        _PATTERN_MASKS[s] = ((iy // 2) % 2 == 1, ((ix // 2) + (iy // 2)) % 2 == 1)
-    stripe, check = _PATTERN_MASKS[s]
-    bg = scene.background_rgb if scene.background_rgb is not None else BACKGROUNDS[scene.background]
-    img = np.empty((s, s, 3), dtype=np.uint8)
-    img[:] = bg
-    for obj in scene.objects:
-        mask = object_pixels(obj, s)
-        img[mask] = OBJECT_COLORS[obj.color]
-        if obj.pattern == "stripes" and not obj.outline:
-            img[mask & stripe] = PATTERN_LIGHT
-        elif obj.pattern == "checks" and not obj.outline:
-            img[mask & check] = PATTERN_LIGHT
-    return apply_tone(img, scene.tone)
+        _PATTERN_MASKS[s] = pattern_masks(s)
+    return paint(scene, lambda obj: object_pixels(obj, s), *_PATTERN_MASKS[s])
 
 
 DRAWN = LRU(8192)

@@ -210,20 +210,33 @@ def apply_tone(img: np.ndarray, tone: str | None) -> np.ndarray:
     return to_uint8(x)
 
 
+def pattern_masks(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The light pixels of stripes and of checks on a ``size`` x ``size`` picture (2-pixel bands and squares)."""
+    xs, ys = _grid(size)
+    ix, iy = xs.astype(int), ys.astype(int)
+    return (iy // 2) % 2 == 1, ((ix // 2) + (iy // 2)) % 2 == 1
+
+
+def drawn_mask(obj: Obj, size: int) -> np.ndarray:
+    """The pixels an object paints: its filled mask, or only the mask's rim when it is drawn as an outline."""
+    mask = object_mask(obj, size)
+    return mask & ~erode(mask) if obj.outline else mask
+
+
 def render(scene: Scene) -> np.ndarray:
     """Draw a scene as an ``(H, W, 3)`` uint8 RGB array. Hard edges: every pixel has a meaning."""
+    return paint(scene, lambda obj: drawn_mask(obj, scene.size), *pattern_masks(scene.size))
+
+
+def paint(scene: Scene, mask_of, stripe: np.ndarray, check: np.ndarray) -> np.ndarray:
+    """:func:`render` with the masks given (``mask_of(obj)`` as :func:`drawn_mask`; the two of
+    :func:`pattern_masks`), so that a caller that draws the same objects often can memoise them."""
     s = scene.size
     bg = scene.background_rgb if scene.background_rgb is not None else BACKGROUNDS[scene.background]
     img = np.empty((s, s, 3), dtype=np.uint8)
     img[:] = bg
-    xs, ys = _grid(s)
-    ix, iy = xs.astype(int), ys.astype(int)
-    stripe = (iy // 2) % 2 == 1
-    check = ((ix // 2) + (iy // 2)) % 2 == 1
     for obj in scene.objects:
-        mask = object_mask(obj, s)
-        if obj.outline:
-            mask = mask & ~erode(mask)
+        mask = mask_of(obj)
         img[mask] = OBJECT_COLORS[obj.color]
         if obj.pattern == "stripes" and not obj.outline:
             img[mask & stripe] = PATTERN_LIGHT
@@ -403,6 +416,6 @@ __all__ = [
     "OBJECT_COLORS", "BACKGROUNDS", "SHAPES", "SIZES", "PATTERNS", "TONES", "REGIONS", "PATTERN_LIGHT",
     "MAX_OBJECTS", "FOLLOWING_FLAWS", "FOLLOWING_BY_TYPE", "PRESERVING_FLAWS", "QUALITY_FLAWS", "BACKGROUND_SHIFT",
     "BLUR_WIDTH", "NOISE_SIGMA", "GENERATOR_VERSION", "Obj", "Scene", "is_benchmark_scene", "object_mask", "erode",
-    "apply_tone", "render", "EditSpec", "parse_instruction", "phrase", "caption", "grammar_phrases",
+    "apply_tone", "render", "paint", "pattern_masks", "drawn_mask", "EditSpec", "parse_instruction", "phrase", "caption", "grammar_phrases",
     "random_scene", "random_edit"
 ]
