@@ -286,7 +286,8 @@ def _cmd_knob(args: argparse.Namespace) -> int:
 
 def _add_edit_args(s: argparse.ArgumentParser, sampler: bool) -> None:
     """How to edit (read back by :func:`_edit_changes`): steps and seed; with ``sampler`` the guidance and eta too."""
-    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: 30 sd15, 10 toy; models.CONFIG_SETTINGS)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: 30 sd15, 10 toy; models.CONFIG_SETTINGS)")
     if sampler:
         s.add_argument("--guidance-scale", type=float, default=None, help="text guidance")
         s.add_argument("--image-guidance-scale", type=float, default=None, help="image guidance")

@@ -19,12 +19,4 @@ $R knob --model "$OUT/mr/model" --bench "$BENCH" --out "$OUT/knob" --seed "$SEED
 [ -d "$OUT/base/model" ] || $R train --profile toy-cpu --stage 2 --rewards-mode none --data "$DATA" \
     --out "$OUT/base" --seed "$SEED" --steps "$STEPS" --no-progress "$@" | tail -1
 $R evaluate --model "$OUT/base/model" --bench "$BENCH" --out "$OUT/base-eval" --seed "$SEED" --no-progress | tail -2
-$PY - "$OUT" <<'PY'
-import sys
-from rewardedit_lib import evaluate as E
-out = sys.argv[1]
-a, b = E.read_results(out + "/knob/F5-P5-Q5"), E.read_results(out + "/base-eval")
-for p in ("following", "preserving", "quality"):
-    d = E.paired_difference(a, b, p)
-    print(f"multi-reward - baseline, {p}: {d['yes_diff']:+.1f} [{d['yes_diff_ci'][0]:+.1f}, {d['yes_diff_ci'][1]:+.1f}]")
-PY
+$PY "$(dirname "$0")/paired_difference.py" "$OUT/knob/F5-P5-Q5" "$OUT/base-eval"

@@ -34,7 +34,8 @@ def main(bench: str, *models: str) -> None:
             d = np.abs(np.asarray(out, np.float32) - np.asarray(src, np.float32)).max(axis=2)
             change.append(d.mean())
             moved.append((d > 20).mean())
-        print(f"{model}: mean change {np.mean(change):.1f} grey levels, pixels changed > 20: {100 * np.mean(moved):.1f} %")
+        print(f"{model}: mean change {np.mean(change):.1f} grey levels, "
+              f"pixels changed > 20: {100 * np.mean(moved):.1f} %")
 
 
 if __name__ == "__main__":

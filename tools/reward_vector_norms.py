@@ -27,7 +27,7 @@ def main(model_dir: str) -> None:
     te = unet.time_embedding
     with torch.no_grad():
         for t in (20, 250, 500, 900):
-            emb = te.linear_2(te.act(te.linear_1(unet.time_proj(torch.tensor([t])).float())))
+            emb = te.forward(unet.time_proj(torch.tensor([t])).float())  # forward(): without the reward hook
             print(f"time embedding at t {t}: norm {emb.norm():.2f}")
         low = pipe.low_reward_text.split("; ")
 

@@ -11,12 +11,4 @@ C=$1; OUT=$2; SEED=$3; shift 3
 [ -d "$OUT/mr/model" ] || $R train --profile toy-cpu --stage 2 --data "$C/toy-data" \
     --rewards "$C/rewards/RewardEdit_toy.json" --out "$OUT/mr" --seed "$SEED" --no-progress "$@" | tail -1
 $R knob --model "$OUT/mr/model" --bench "$C/toy-bench" --out "$OUT/knob" --seed "$SEED" --no-progress | grep "^|"
-$PY - "$OUT" "$C" <<'PY'
-import sys
-from rewardedit_lib import evaluate as E
-out, course = sys.argv[1:]
-a, b = E.read_results(out + "/knob/F5-P5-Q5"), E.read_results(course + "/eval/baseline")
-for p in ("following", "preserving", "quality"):
-    d = E.paired_difference(a, b, p)
-    print(f"multi-reward - baseline, {p}: {d['yes_diff']:+.1f} [{d['yes_diff_ci'][0]:+.1f}, {d['yes_diff_ci'][1]:+.1f}]")
-PY
+$PY "$(dirname "$0")/paired_difference.py" "$OUT/knob/F5-P5-Q5" "$C/eval/baseline"
