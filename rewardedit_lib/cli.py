@@ -209,6 +209,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                    reward_lr_scale=args.reward_lr_scale, reward_warmup_steps=args.reward_warmup_steps,
                    center_rewards=args.center_rewards,
+                   unknown_rewards_without_instruction=args.unknown_rewards_without_instruction,
                    seed=args.seed, mixed_precision=args.mixed_precision, reward_dropout=args.reward_dropout,
                    checkpoint_every=args.checkpoint_every, missing_rewards="skip" if args.skip_missing_rewards else None)
     if args.gradient_checkpointing:
@@ -462,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--center-rewards", action="store_true", default=None,
                    help="stage 2: measure the reward's time-embedding vector from a perfect edit's rewards, so "
                         "(5, 5, 5) leaves the UNet's time embedding as stage 1 had it")
+    s.add_argument("--unknown-rewards-without-instruction", action="store_true", default=None,
+                   help="stage 2: rewards unknown wherever the instruction is dropped, and so in the guidance "
+                        "branches without it (recorded with the model)")
     s.add_argument("--reward-warmup-steps", type=int, default=None,
                    help="stage 2: the first N steps train only the reward modules (the UNet waits; the "
                         "no-reward baseline idles them)")

@@ -8,6 +8,12 @@ What the paper does (InstructPix2Pix's two-scale guidance, diffusers' formula)::
 where *full* = instruction + source image, *image only* = empty instruction + source image, *uncond* = empty
 instruction + zero image; every branch carries the same requested rewards.
 
+Beyond the paper, a model trained with its rewards unknown wherever the instruction was dropped
+(``TrainConfig.unknown_rewards_without_instruction``) is guided the way it was trained: the two branches
+without the instruction get unknown rewards (``rewards_without_instruction="unknown"``). Text guidance then
+amplifies the instruction *and* the requested rewards together, ``eps(full) - eps(image only)``, and the
+branches it subtracts carry no reward the data never paired with an empty instruction.
+
 Beyond the paper, optional **reward guidance** (``reward_guidance_scale`` > 0; default 0 = off): one more
 branch, *full* with contrast rewards, and the term ``+ s * (eps(full) - eps(full, contrast))`` pushes the
 sample away from the contrast. Two contrasts: low rewards (scores (0, 0, 0) and a feedback text naming
@@ -43,17 +49,26 @@ class Branch:
     name: str
     instruction: bool  # the instruction (else the empty text)
     image: bool  # the source image (else zeros)
-    rewards: str  # "requested" | "low"
+    rewards: str  # "requested" | "low" | "unknown"
+
+
+REWARDS_WITHOUT_INSTRUCTION = ("requested", "unknown")
 
 
 def guidance_branches(guidance_scale: float = DEFAULT_TEXT_GUIDANCE,
                       image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
-                      reward_guidance_scale: float = 0.0) -> tuple[Branch, ...]:
+                      reward_guidance_scale: float = 0.0,
+                      rewards_without_instruction: str = "requested") -> tuple[Branch, ...]:
     """The UNet branches one denoising step runs, in batch order (diffusers' rule for when guidance is on:
-    ``guidance_scale > 1 and image_guidance_scale >= 1``)."""
+    ``guidance_scale > 1 and image_guidance_scale >= 1``). ``rewards_without_instruction``: what the
+    branches without the instruction carry, the requested rewards (the paper) or ``"unknown"``."""
+    if rewards_without_instruction not in REWARDS_WITHOUT_INSTRUCTION:
+        raise ValueError(f"rewards_without_instruction={rewards_without_instruction!r}: expected one of "
+                         f"{', '.join(REWARDS_WITHOUT_INSTRUCTION)}")
     branches = [Branch("full", True, True, "requested")]
     if guidance_scale > 1.0 and image_guidance_scale >= 1.0:
-        branches += [Branch("image only", False, True, "requested"), Branch("uncond", False, False, "requested")]
+        branches += [Branch("image only", False, True, rewards_without_instruction),
+                     Branch("uncond", False, False, rewards_without_instruction)]
     if reward_guidance_scale != 0:
         branches.append(Branch("full, low rewards", True, True, "low"))
     return tuple(branches)

@@ -214,6 +214,14 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         return self.reward_unet.reward is not None
 
     @property
+    def rewards_without_instruction(self) -> str:
+        """What the guidance branches without the instruction carry: ``"unknown"`` for a model trained with its
+        rewards unknown wherever the instruction was dropped (recorded in its reward encoder's config), else the
+        requested rewards (the paper)."""
+        reward = self.reward_unet.reward
+        return "unknown" if reward is not None and reward.config.get("unknown_without_instruction") else "requested"
+
+    @property
     def latent_channels(self) -> int:
         return self.unet.config.out_channels
 
@@ -265,7 +273,8 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         if reward_guidance_scale and not self.uses_rewards:
             warnings.warn("reward_guidance_scale is ignored: this model has no reward encoder (stage 1)", stacklevel=3)
             reward_guidance_scale = 0.0
-        branches = guidance_branches(guidance_scale, image_guidance_scale, reward_guidance_scale)
+        branches = guidance_branches(guidance_scale, image_guidance_scale, reward_guidance_scale,
+                                     self.rewards_without_instruction)
         n = num_images_per_prompt
 
         def per_image(x: torch.Tensor) -> torch.Tensor:  # prompt i's n images sit together, as diffusers orders them
@@ -297,23 +306,24 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         elif self.uses_rewards:
             feedback = self.inference_reward_text if reward_text is None else reward_text
             scores, texts = self.encode_rewards(reward_scores, feedback, batch, device)
+            known_in = {"requested": 1.0, "unknown": 0.0, "low": 1.0}  # an unknown branch's rows are masked out
             if any(b.rewards == "low" for b in branches):
-                if low_reward_scores is None:  # the contrast is "rewards unknown": its rows are masked out
-                    low_scores, low_texts = scores, texts
-                    known = torch.cat([torch.full((batch * n,), float(b.rewards != "low"), device=device)
-                                       for b in branches])
+                if low_reward_scores is None:  # the contrast is "rewards unknown"
+                    low_scores, low_texts, known_in["low"] = scores, texts, 0.0
                 else:
                     low_texts = self.low_reward_text if low_reward_text is None else low_reward_text
                     low_scores, low_texts = self.encode_rewards(low_reward_scores, low_texts, batch, device)
+            if any(known_in[b.rewards] == 0.0 for b in branches):
+                known = torch.cat([torch.full((batch * n,), known_in[b.rewards], device=device) for b in branches])
 
         parts: dict[str, list[torch.Tensor]] = {"p": [], "i": [], "s": [], "t": []}
         for b in branches:
             parts["p"].append(per_image(cond if b.instruction else uncond))
             parts["i"].append(per_image(source if b.image else torch.zeros_like(source)))
             if scores is not None:
-                parts["s"].append(per_image(scores if b.rewards == "requested" else low_scores))
+                parts["s"].append(per_image(low_scores if b.rewards == "low" else scores))
                 if texts is not None:
-                    parts["t"].append(per_image(texts if b.rewards == "requested" else low_texts))
+                    parts["t"].append(per_image(low_texts if b.rewards == "low" else texts))
         return EditConditions(branches, torch.cat(parts["p"]), torch.cat(parts["i"]),
                               torch.cat(parts["s"]) if parts["s"] else None,
                               torch.cat(parts["t"]).to(dtype) if parts["t"] else None, known)

@@ -131,6 +131,12 @@ class RewardEncoder(ModelMixin, ConfigMixin):
     Scores may be floats: the sinusoidal embedding is defined between integers too, which the reward knob
     of notebook 06 uses. ``text_embeds`` is the pooled output of the same frozen CLIP text encoder that
     reads the instruction, run on the three feedback texts joined by "; ".
+
+    ``unknown_without_instruction`` records how the model was trained and is to be guided: its rewards were
+    unknown (masked out) wherever the instruction was dropped, so the guidance branches without the
+    instruction ("image only", "uncond") get unknown rewards too (:func:`~rewardedit_lib.guidance.guidance_branches`).
+    The encoder's own computation does not read it; it travels in this config so that the trained model and
+    its inference agree.
     """
 
     config_name = "config.json"
@@ -140,7 +146,7 @@ class RewardEncoder(ModelMixin, ConfigMixin):
                  block_dim: int = 320, text_dim: int = 768, score_embed_dim: int = 256, num_scores: int = 3,
                  heads: int = 8, norm_groups: int = 32, layer_norm_eps: float = 1e-12, ff_dim: int | None = None,
                  dropout: float = 0.1, flip_sin_to_cos: bool = True, freq_shift: float = 0.0,
-                 zero_init: bool = False, centered: bool = False):
+                 zero_init: bool = False, centered: bool = False, unknown_without_instruction: bool = False):
         super().__init__()
         if rewards not in REWARD_MODES:
             raise ValueError(f"rewards={rewards!r}: expected one of {', '.join(REWARD_MODES)}")

@@ -133,10 +133,15 @@ def test_rewards_change_a_reward_model_but_not_a_stage1_model(pipe, example):
         assert np.array_equal(base, edit(stage1, example, reward_guidance_scale=3.0))
 
 
-@pytest.mark.parametrize("reward_guidance,contrast", [(0.0, "low"), (2.0, "low"), (2.0, "unknown")])
-def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe, example, reward_guidance, contrast):
+@pytest.mark.parametrize("reward_guidance,contrast,unknown_without_instruction",
+                         [(0.0, "low", False), (2.0, "low", False), (2.0, "unknown", False), (0.0, "low", True),
+                          (2.0, "low", True)])
+def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe, example, reward_guidance, contrast,
+                                                                          unknown_without_instruction):
     """The noise the scheduler gets equals the formula applied to separate, independently built UNet calls.
-    Reward guidance against unknown rewards contrasts with the stage-1 UNet's own prediction (no reward added)."""
+    Reward guidance against unknown rewards contrasts with the stage-1 UNet's own prediction (no reward added).
+    A model trained with its rewards unknown without the instruction gets them unknown in the two branches
+    without it, and the requested ones where the instruction is."""
     prompt, image = example
     seen = []
     step = pipe.scheduler.step
@@ -146,12 +151,15 @@ def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe,
         return step(model_output, timestep, sample, **kw)
 
     pipe.scheduler.step = spy_step
+    pipe.reward_encoder.register_to_config(unknown_without_instruction=unknown_without_instruction)
+    assert pipe.rewards_without_instruction == ("unknown" if unknown_without_instruction else "requested")
     try:
         pipe(prompt, image, num_inference_steps=2, guidance_scale=5.0, image_guidance_scale=1.8,
              reward_guidance_scale=reward_guidance, reward_scores=(3, 4, 5), generator=torch.Generator().manual_seed(0),
              **({"low_reward_scores": None} if contrast == "unknown" else {}))
     finally:
         del pipe.scheduler.step
+        pipe.reward_encoder.register_to_config(unknown_without_instruction=False)
     used, t, sample = seen[0]
     ref = type(pipe.scheduler).from_config(pipe.scheduler.config)
     ref.set_timesteps(2)
@@ -161,15 +169,18 @@ def test_the_step_uses_diffusers_guidance_formula_from_separate_unet_calls(pipe,
     instr = text.encode_text(pipe.tokenizer, pipe.text_encoder, [prompt]).hidden_states
     empty = text.encode_text(pipe.tokenizer, pipe.text_encoder, [""]).hidden_states
 
-    def eps(ctx, src, scores, feedback):
+    def eps(ctx, src, scores, feedback, known=1.0):
         with torch.no_grad():
             return pipe.reward_unet(torch.cat([x, src], 1), t, ctx, reward_scores=torch.tensor([scores]).float(),
-                                    reward_text_embeds=pooled(pipe, [feedback])).sample
+                                    reward_text_embeds=pooled(pipe, [feedback]),
+                                    reward_known=torch.full((1,), known)).sample
 
     perfect = Rewards.perfect().text
+    without = 0.0 if unknown_without_instruction else 1.0  # the rewards of the branches without the instruction
     full = eps(instr, source, [3, 4, 5], perfect)
-    image_only = eps(empty, source, [3, 4, 5], perfect)
-    uncond = eps(empty, torch.zeros_like(source), [3, 4, 5], perfect)
+    image_only = eps(empty, source, [3, 4, 5], perfect, without)
+    uncond = eps(empty, torch.zeros_like(source), [3, 4, 5], perfect, without)
+    assert unknown_without_instruction != torch.allclose(image_only, eps(empty, source, [3, 4, 5], perfect))
     expected = uncond + 5.0 * (full - image_only) + 1.8 * (image_only - uncond)
     if reward_guidance and contrast == "low":
         expected = expected + reward_guidance * (full - eps(instr, source, [0, 0, 0], LOW_REWARD_TEXT))

@@ -195,6 +195,41 @@ def test_center_rewards_makes_the_perfect_rewards_leave_the_time_embedding_alone
     assert at_perfect.abs().max() < 1e-6 and at_low.abs().max() > 0
 
 
+def test_unknown_rewards_without_instruction_hide_the_rewards_where_the_instruction_is_dropped(data, tmp_path):
+    """With the switch, an example whose instruction is dropped trains with its rewards unknown: its loss does not
+    depend on them; with the instruction it does. The switch is recorded in the reward encoder's config (the
+    pipeline guides by it) and a model continued under the other setting is refused."""
+    from dataclasses import replace
+
+    d, rewards = data
+    for flag in (True, False):
+        trainer = T.Trainer(tiny(stage=2, unknown_rewards_without_instruction=flag), d, tmp_path / f"u{flag}",
+                            rewards, progress=False)
+        trainer._setup()
+        trainer.model.eval()  # no dropout: the same inputs give the same loss
+        assert bool(trainer.raw_model.reward.config.unknown_without_instruction) == flag
+        plan = T.plan_step(0, trainer.data.n, trainer.config, trainer.noise_scheduler.config.num_train_timesteps)
+        n = len(plan.indices)
+        noise = torch.randn(n, trainer.raw_model.unet.config.out_channels, *trainer.data.latent_hw,
+                            generator=torch.Generator().manual_seed(0))
+        dropped = replace(plan, drop_text=torch.ones(n, dtype=torch.bool))
+        kept = replace(plan, drop_text=torch.zeros(n, dtype=torch.bool))
+
+        def losses() -> tuple[float, float]:
+            with torch.no_grad():
+                return trainer._micro_loss(dropped, noise, None).item(), trainer._micro_loss(kept, noise, None).item()
+
+        before = losses()
+        trainer.data.scores = 5.0 - trainer.data.scores  # other rewards for the same triplets
+        after = losses()
+        assert before[1] != after[1]  # heard with the instruction
+        assert (before[0] == after[0]) == flag  # and, with the switch, not without it
+    made = T.train(tiny(stage=2, max_steps=1, unknown_rewards_without_instruction=True), d, tmp_path / "m", rewards,
+                   progress=False)
+    with pytest.raises(T.TrainingError, match="unknown_without_instruction"):
+        T.Trainer(tiny(stage=2, init=str(made.model_dir)), d, tmp_path / "c", rewards, progress=False)._setup()
+
+
 def test_a_missing_rewards_entry_names_the_folder_or_is_skipped(data, tmp_path):
     d, rewards = data
     entries = json.loads(Path(rewards).read_text())

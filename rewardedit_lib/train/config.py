@@ -39,6 +39,10 @@ class TrainConfig:
     #: The reward's time-embedding vector is measured from a perfect edit's rewards ((5, 5, 5) in the
     #: inference feedback words): asked for a perfect edit, the UNet sees exactly its stage-1 time embedding.
     center_rewards: bool = False
+    #: Rewards unknown (masked out) wherever the instruction is dropped, and so in the guidance branches
+    #: without it at inference (recorded in the reward encoder's config): the data pairs a flaw's low reward
+    #: with an instruction, never with the empty one that classifier-free guidance subtracts.
+    unknown_rewards_without_instruction: bool = False
     reward_lr_scale: float = 1.0  # the new reward modules learn at lr x this (the UNet they join at lr)
     #: The first this many steps train only the reward modules (the UNet's lr is 0), so that the rewards learn
     #: to explain the data's flaws before the UNet can fold them into its average edit. The no-reward baseline

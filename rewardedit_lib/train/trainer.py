@@ -277,8 +277,11 @@ class Trainer:
         if self.raw_model.reward is not None:
             kwargs["reward_scores"] = data.scores[idx]
             kwargs["reward_text_embeds"] = pooled
-            if self.config.reward_dropout > 0:
-                kwargs["reward_known"] = (~plan.drop_reward.to(device)).float()
+            unknown = plan.drop_reward
+            if self.raw_model.reward.config.get("unknown_without_instruction"):
+                unknown = unknown | plan.drop_text  # guided as trained: no rewards in the branches without it
+            if self.config.reward_dropout > 0 or unknown.any():
+                kwargs["reward_known"] = (~unknown.to(device)).float()
         x = torch.cat([noisy, src], dim=1)
         if self.master is not None:  # no autocast: the inputs in the weights' precision
             x, hidden = x.to(self.master.dtype), hidden.to(self.master.dtype)

@@ -250,5 +250,5 @@ def branch_table(branches) -> str:
     """What each classifier-free-guidance branch of one denoising step is conditioned on
     (:func:`guidance.guidance_branches`)."""
     rows = [[b.name, "instruction" if b.instruction else '"" (empty)', "source" if b.image else "zeros",
-             "requested" if b.rewards == "requested" else "low (0, 0, 0)"] for b in branches]
+             {"low": "low (0, 0, 0)"}.get(b.rewards, b.rewards)] for b in branches]
     return text_table(rows, ["branch", "text", "image", "rewards"], "UNet branches of one denoising step")
