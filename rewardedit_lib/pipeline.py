@@ -219,7 +219,7 @@ class RewardEditPipeline(StableDiffusionInstructPix2PixPipeline):
         rewards unknown wherever the instruction was dropped (recorded in its reward encoder's config), else the
         requested rewards (the paper)."""
         reward = self.reward_unet.reward
-        return "unknown" if reward is not None and reward.config.get("unknown_without_instruction") else "requested"
+        return "unknown" if reward is not None and reward.config.unknown_without_instruction else "requested"
 
     @property
     def latent_channels(self) -> int:

@@ -416,6 +416,7 @@ __all__ = [
     "OBJECT_COLORS", "BACKGROUNDS", "SHAPES", "SIZES", "PATTERNS", "TONES", "REGIONS", "PATTERN_LIGHT",
     "MAX_OBJECTS", "FOLLOWING_FLAWS", "FOLLOWING_BY_TYPE", "PRESERVING_FLAWS", "QUALITY_FLAWS", "BACKGROUND_SHIFT",
     "BLUR_WIDTH", "NOISE_SIGMA", "GENERATOR_VERSION", "Obj", "Scene", "is_benchmark_scene", "object_mask", "erode",
-    "apply_tone", "render", "paint", "pattern_masks", "drawn_mask", "EditSpec", "parse_instruction", "phrase", "caption", "grammar_phrases",
+    "apply_tone", "render", "paint", "pattern_masks", "drawn_mask", "EditSpec", "parse_instruction", "phrase",
+    "caption", "grammar_phrases",
     "random_scene", "random_edit"
 ]

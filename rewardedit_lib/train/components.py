@@ -69,11 +69,10 @@ def load_components(config: TrainConfig, device: torch.device | str = "cpu") -> 
             raise TrainingError(f"init={config.init!r} has rewards={reward.config.rewards!r} "
                                 f"injection={reward.config.injection!r}, the config asks for "
                                 f"rewards={config.rewards!r} injection={config.injection!r}")
-        if bool(reward.config.get("unknown_without_instruction")) != config.unknown_rewards_without_instruction:
+        if reward.config.unknown_without_instruction != config.unknown_rewards_without_instruction:
             raise TrainingError(f"init={config.init!r} has unknown_without_instruction="
-                                f"{bool(reward.config.get('unknown_without_instruction'))} in its reward encoder, "
-                                f"the config asks for unknown_rewards_without_instruction="
-                                f"{config.unknown_rewards_without_instruction}")
+                                f"{reward.config.unknown_without_instruction} in its reward encoder, the config asks "
+                                f"for unknown_rewards_without_instruction={config.unknown_rewards_without_instruction}")
         model = RewardUNet(unet, reward)
     elif config.stage == 2:
         model = models.stage2_from_stage1(RewardUNet(unet), config.model, config.rewards, config.injection,

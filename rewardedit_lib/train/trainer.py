@@ -278,7 +278,7 @@ class Trainer:
             kwargs["reward_scores"] = data.scores[idx]
             kwargs["reward_text_embeds"] = pooled
             unknown = plan.drop_reward
-            if self.raw_model.reward.config.get("unknown_without_instruction"):
+            if self.raw_model.reward.config.unknown_without_instruction:
                 unknown = unknown | plan.drop_text  # guided as trained: no rewards in the branches without it
             if self.config.reward_dropout > 0 or unknown.any():
                 kwargs["reward_known"] = (~unknown.to(device)).float()
