@@ -207,11 +207,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     changes = dict(stage=args.stage, rewards=args.rewards_mode, injection=args.injection, init=args.init,
                    max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-                   reward_lr_scale=args.reward_lr_scale, reward_warmup_steps=args.reward_warmup_steps,
+                   lr_schedule=args.lr_schedule, reward_lr_scale=args.reward_lr_scale, reward_warmup_steps=args.reward_warmup_steps,
                    center_rewards=args.center_rewards,
                    unknown_rewards_without_instruction=args.unknown_rewards_without_instruction,
                    seed=args.seed, mixed_precision=args.mixed_precision, reward_dropout=args.reward_dropout,
-                   checkpoint_every=args.checkpoint_every, missing_rewards="skip" if args.skip_missing_rewards else None)
+                   checkpoint_every=args.checkpoint_every, ema_decay=args.ema_decay, ema_power=args.ema_power,
+                   missing_rewards="skip" if args.skip_missing_rewards else None)
     if args.gradient_checkpointing:
         changes["gradient_checkpointing"] = True
     if args.use_8bit_adam:
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=None, help="global batch per optimizer step")
     s.add_argument("--grad-accum", type=int, default=None, help="gradient-accumulation micro-batches")
     s.add_argument("--lr", type=float, default=None, help="learning rate")
+    s.add_argument("--lr-schedule", default=None,
+                   help="learning-rate schedule after the warm-up: constant, constant_with_warmup, cosine or "
+                        "linear (default: the profile's)")
     s.add_argument("--reward-lr-scale", type=float, default=None,
                    help="stage 2: the new reward modules learn at lr x this (toy-cpu: 10)")
     s.add_argument("--center-rewards", action="store_true", default=None,
@@ -482,6 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile mode (implies --compile): default, reduce-overhead (CUDA graphs), "
                         "max-autotune, max-autotune-no-cudagraphs")
     s.add_argument("--no-ema", action="store_true", help="no EMA copy of the weights")
+    s.add_argument("--ema-decay", type=float, default=None,
+                   help="the EMA's largest decay (default: the profile's); its warm-up ramps the decay up to it")
+    s.add_argument("--ema-power", type=float, default=None,
+                   help="the EMA warm-up's power: the decay at step s is 1 - (1 + s)^-power, an average over about "
+                        "(1 + s)^power steps (default 2/3: 93 steps at step 900)")
     s.add_argument("--skip-missing-rewards", action="store_true",
                    help="skip (and report) training folders without a rewards entry instead of failing")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

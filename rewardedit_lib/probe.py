@@ -44,6 +44,7 @@ class LossProbe:
     overall: dict[str, float]  # condition -> mean loss over all triplets
     n: int  # triplets probed
     per_item: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # condition -> (n,) losses
+    timesteps: torch.Tensor | None = field(default=None, repr=False)  # (n,): each triplet's noise level
 
     def bins(self) -> list[str]:
         return [f"t {a}-{b - 1}" for a, b in zip(self.edges[:-1], self.edges[1:])]
@@ -141,4 +142,4 @@ def loss_by_noise(model: str | Path | RewardEditPipeline, data_dir: str | Path,
     per_item = {c: torch.cat(v) for c, v in per.items()}
     in_bin = [(timesteps >= a) & (timesteps < b) for a, b in zip(edges[:-1], edges[1:])]
     losses = {c: [float(v[m].mean()) if m.any() else float("nan") for m in in_bin] for c, v in per_item.items()}
-    return LossProbe(edges, losses, {c: float(v.mean()) for c, v in per_item.items()}, n, per_item)
+    return LossProbe(edges, losses, {c: float(v.mean()) for c, v in per_item.items()}, n, per_item, timesteps)

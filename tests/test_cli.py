@@ -82,6 +82,28 @@ def test_train_and_evaluate_name_a_missing_input(argv, names, tmp_path, capsys, 
     assert f"rewardedit {argv[0]}: error:" in err and names in err
 
 
+def test_train_passes_the_schedule_and_ema_flags_to_the_config_and_refuses_a_bad_one(tmp_path, capsys, monkeypatch):
+    import rewardedit_lib.train as train_pkg
+
+    seen = {}
+
+    def fake_train(config, *args, **kwargs):  # the config the command built; nothing is trained
+        seen["config"] = config
+        raise train_pkg.TrainingError("stopped by the test")
+
+    monkeypatch.setattr(train_pkg, "train", fake_train)
+    argv = ["train", "--profile", "toy-cpu", "--stage", "2", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert cli.main(argv + ["--lr-schedule", "cosine", "--ema-decay", "0.99", "--ema-power", "0.8"]) != 0
+    c = seen.pop("config")
+    assert (c.lr_schedule, c.ema_decay, c.ema_power) == ("cosine", 0.99, 0.8)
+    assert cli.main(argv) != 0  # not given: the preset's
+    c = seen.pop("config")
+    assert (c.lr_schedule, c.ema_decay, c.ema_power) == ("constant_with_warmup", 0.999, 2 / 3)
+    capsys.readouterr()
+    assert cli.main(argv + ["--lr-schedule", "wavy"]) == 2 and "config" not in seen
+    assert "lr_schedule" in capsys.readouterr().err
+
+
 def test_toy_data_and_validate_round_trip(tmp_path):
     code, out, err = run("toy-data", "--out", str(tmp_path / "d"), "--n", "21", "--seed", "4",
                          "--flaw-rates", "following=0.5,quality=0.1")

@@ -44,6 +44,11 @@ def test_a_model_that_reads_its_rewards_is_told_apart_and_probes_are_paired(data
     other = probe.loss_by_noise(path, d, rewards, bins=2, seed=1)
     assert not torch.allclose(other.per_item["as annotated"], p.per_item["as annotated"])
     assert p.overall["as annotated"] == pytest.approx(float(p.per_item["as annotated"].mean()))
+    # each triplet's noise level comes back with it: a bin's loss is the mean over the triplets drawn into it
+    assert p.timesteps.shape == (12,) and torch.equal(p.timesteps, again.timesteps)
+    low = p.timesteps < 500
+    assert p.losses["shuffled"][0] == pytest.approx(float(p.per_item["shuffled"][low].mean()))
+    assert p.losses["shuffled"][1] == pytest.approx(float(p.per_item["shuffled"][~low].mean()))
 
 
 def test_a_baseline_is_probed_once_and_needs_no_rewards(data, tmp_path):

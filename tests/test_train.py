@@ -46,7 +46,7 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 # -- configuration --------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value", [("stage", 3), ("rewards", "all"), ("lr", 0.0), ("grad_accum", 3),
                                           ("mixed_precision", "fp8"), ("conditioning_dropout", 0.5),
-                                          ("compile_mode", "fast")])
+                                          ("compile_mode", "fast"), ("ema_power", 0.0), ("ema_power", 1.5)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         tiny(**{field: value})
@@ -157,6 +157,19 @@ def test_reward_lr_scale_gives_the_new_reward_modules_their_own_learning_rate(da
     assert [g["initial_lr"] for g in groups] == [pytest.approx(1e-3), pytest.approx(1e-2)]  # before warm-up
     assert {id(p) for p in groups[1]["params"]} == reward_ids and not reward_ids & {id(p) for p in groups[0]["params"]}
     assert sum(len(g["params"]) for g in groups) == len(trainer.params)
+
+
+def test_ema_power_sets_how_many_steps_the_ema_averages(data, tmp_path):
+    """The EMA's warm-up decays at step s as 1 - (1 + s)^-power: a larger power averages over more steps."""
+    d, _ = data
+    decays = {}
+    for power in (2 / 3, 0.8):
+        trainer = T.Trainer(tiny(stage=1, max_steps=1, ema_decay=0.999, ema_power=power), d, tmp_path / f"p{power}",
+                            progress=False)
+        trainer._setup()
+        decays[power] = trainer.ema.get_decay(900)
+    assert decays[2 / 3] == pytest.approx(1 - 900 ** (-2 / 3)) and 1 / (1 - decays[2 / 3]) == pytest.approx(93, abs=1)
+    assert 1 / (1 - decays[0.8]) == pytest.approx(231, abs=1)
 
 
 def test_reward_warmup_trains_only_the_reward_modules_first_and_the_baseline_idles(data, tmp_path):

@@ -46,7 +46,8 @@ TRAINING_STATE_FILE = "training_state.pt"
 #: The settings a resumed run must share with its checkpoint (a difference is refused, naming them).
 RESUME_MUST_MATCH = ("model", "stage", "rewards", "injection", "batch_size", "seed", "lr", "reward_lr_scale",
                      "reward_warmup_steps", "center_rewards", "unknown_rewards_without_instruction",
-                     "lr_schedule", "warmup_steps", "conditioning_dropout", "reward_dropout", "ema_decay")
+                     "lr_schedule", "warmup_steps", "conditioning_dropout", "reward_dropout", "ema_decay",
+                     "ema_power")
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:

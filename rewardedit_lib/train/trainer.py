@@ -187,6 +187,7 @@ class Trainer:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(opt_params, decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
+                                power=config.ema_power,
                                 foreach=device.type == "cuda")
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         self.raw_model: RewardUNet = raw
