@@ -43,7 +43,8 @@ def _cmd_toy_data(args: argparse.Namespace) -> int:
     from .toyworld import FlawRates, write_toy_dataset
 
     rates = FlawRates.parse(args.flaw_rates) if args.flaw_rates else FlawRates()
-    out = write_toy_dataset(args.out, n=args.n, seed=args.seed, rates=rates, size=args.size, workers=args.workers)
+    out = write_toy_dataset(args.out, n=args.n, seed=args.seed, rates=rates, size=args.size, workers=args.workers,
+                            leak=args.colour_leak)
     print(f"wrote {args.n} toy triplets to {out} (seed {args.seed}, {args.size} px, flaw rates "
           f"following={rates.following} preserving={rates.preserving} quality={rates.quality}); "
           f"ground truth in {out / '_truth'}")
@@ -362,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or following=0.3,quality=0.1")
     s.add_argument("--workers", type=_positive_int, default=1,
                    help="processes drawing the triplets (the same folder for any number; default 1)")
+    s.add_argument("--colour-leak", action="store_true",
+                   help="experimental world: a preserving flaw of an instruction that names an object's colour "
+                        "is that colour leaking into the background (RESULTS.md, sixth session)")
     s.set_defaults(func=_cmd_toy_data)
 
     s = sub.add_parser("toy-bench", help="generate the toy Real-Edit benchmark (images/ + real_edit_instruct.json)",

@@ -656,3 +656,44 @@ def test_flaw_rates_parse():
 def test_flaw_rates_parse_rejects_bad_input(text, match):
     with pytest.raises(ValueError, match=match):
         FlawRates.parse(text)
+
+
+def test_the_colour_leak_world_tints_the_background_towards_the_instructions_colour(tmp_path):
+    """The experimental world (``leak=True``): every preserving flaw of a Local / Add colour edit is the
+    instruction's colour leaking into the background, which the toy judge fails as a background change; every
+    other triplet, and the whole default world, is as before."""
+    from rewardedit_lib.toy import judge as toy_judge
+
+    rates = FlawRates(following=0.0, preserving=1.0, quality=0.0)
+    leaks = others = 0
+    for i in range(42):
+        plain = make_triplet(3, i, rates=rates, edit_type=EDIT_TYPES[i % 7])
+        leaked = make_triplet(3, i, rates=rates, edit_type=EDIT_TYPES[i % 7], leak=True)
+        spec = leaked.spec
+        if spec.edit_type not in ("Local", "Add"):
+            assert np.array_equal(plain.edited, leaked.edited) and plain.flaws == leaked.flaws
+            others += 1
+            continue
+        leaks += 1
+        assert leaked.flaws["preserving"] == "background_shift"
+        changed = np.any(leaked.ideal != leaked.edited, axis=2)  # the pixels the leak changed: background
+        assert changed.any() and (leaked.ideal[changed] == leaked.ideal[changed][0]).all()
+        before = leaked.ideal[changed].astype(int)
+        after = leaked.edited[changed].astype(int)
+        colour = np.array(OBJECT_COLORS[spec.value])
+        # towards the named colour: nearer to it after the leak, by up to 80 levels in a channel
+        assert (np.abs(after - colour).sum(axis=1) < np.abs(before - colour).sum(axis=1)).all()
+        assert np.abs(after - before).max() <= 80
+        verdict = toy_judge.judge(leaked.instruction, leaked.source, leaked.edited, "preserving", mode="evaluate")
+        assert not verdict["yes"] and "background" in verdict["reason"]
+    assert leaks >= 6 and others >= 24
+    out = write_toy_dataset(tmp_path / "leak", n=7, seed=3, leak=True)
+    manifest = json.loads((out / "_truth" / "generator.json").read_text())
+    assert manifest["colour_leak"] is True and manifest["command"].endswith("--colour-leak")
+    marker = out / "toy-000000" / "prompt.json"
+    marker.write_text(marker.read_text() + " ")
+    ensure_toy_dataset(out, n=7, seed=3, leak=True)
+    assert marker.read_text().endswith(" "), "the same world must be reused"
+    ensure_toy_dataset(out, n=7, seed=3)
+    assert not marker.read_text().endswith(" "), "the default world must not reuse a leak world's folder"
+    assert "colour_leak" not in json.loads((out / "_truth" / "generator.json").read_text())

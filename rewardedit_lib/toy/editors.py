@@ -313,13 +313,36 @@ def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     return to_uint8(x)
 
 
+def colour_leak(target: Scene, spec: EditSpec) -> Damage | None:
+    """The instruction's colour leaking into the background: the failure InstructPix2Pix's generated pairs
+    show most ("turn the triangle red" tints the whole picture red). Unlike the world's other preserving flaws,
+    whose direction is random, it always points the same way for the same instruction, so a model trained on
+    such pairs without rewards learns the tint. The background moves towards the colour by
+    :data:`BACKGROUND_SHIFT` levels in its largest channel (all the way when the colour is nearer). Only for
+    instructions that name a colour for an object (Local, Add); None otherwise, or when the colour is within
+    half a shift of the background already (the judge would not see it).
+    """
+    if spec.edit_type not in ("Local", "Add") or spec.value not in OBJECT_COLORS:
+        return None
+    base = np.array(target.background_rgb or BACKGROUNDS[target.background], dtype=float)
+    d = np.array(OBJECT_COLORS[spec.value], dtype=float) - base
+    m = np.abs(d).max()
+    if m < BACKGROUND_SHIFT / 2:
+        return None
+    rgb = np.clip(np.round(base + d * min(1.0, BACKGROUND_SHIFT / m)), 0, 255).astype(int)
+    return Damage("background_shift", background_rgb=tuple(int(v) for v in rgb))
+
+
 def _choose(rng: np.random.Generator, options: Sequence[str]) -> list[str]:
     return [options[i] for i in rng.permutation(len(options))]
 
 
 def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size: int = 32,
-                 edit_type: str | None = None, prefix: str = "toy") -> ToyTriplet:
-    """Generate triplet ``index`` of stream ``seed``: independent of how many others are generated."""
+                 edit_type: str | None = None, prefix: str = "toy", leak: bool = False) -> ToyTriplet:
+    """Generate triplet ``index`` of stream ``seed``: independent of how many others are generated.
+
+    ``leak``: a preserving flaw drawn for an instruction that names an object's colour is always
+    :func:`colour_leak` (an experimental world; RESULTS.md, sixth session); off, the world is version 2's."""
     rng = np.random.default_rng([seed, index, 1])
     # The flaw draws come first and from their own stream, so they are exactly independent of the scene.
     frng = np.random.default_rng([seed, index, 2])
@@ -344,7 +367,11 @@ def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size:
                 if cand is not None:
                     flaws["following"], target_scene = kind, cand
                     break
-        if draws["preserving"]:
+        leaked = colour_leak(target_scene, spec) if leak and draws["preserving"] else None
+        if leaked is not None:
+            flaws["preserving"] = "background_shift"
+            target_scene, before_scene = leaked.apply(target_scene), leaked.apply(source)
+        elif draws["preserving"]:
             for kind in _choose(frng, PRESERVING_FLAWS):
                 dmg = _preserve_flaw(kind, target_scene, source, spec, frng)
                 if dmg is not None:
@@ -375,12 +402,13 @@ def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size:
 
 
 def iter_triplets(n: int, seed: int = 0, *, rates: FlawRates = FlawRates(), size: int = 32,
-                  start: int = 0) -> Iterator[ToyTriplet]:
+                  start: int = 0, leak: bool = False) -> Iterator[ToyTriplet]:
     """Triplets ``start .. start+n-1`` of stream ``seed``; edit types cycle so each occurs equally often."""
     for i in range(start, start + n):
-        yield make_triplet(seed, i, rates=rates, size=size, edit_type=EDIT_TYPES[i % len(EDIT_TYPES)])
+        yield make_triplet(seed, i, rates=rates, size=size, edit_type=EDIT_TYPES[i % len(EDIT_TYPES)], leak=leak)
 
 
 __all__ = [
-    "apply_edit", "FlawRates", "ToyTriplet", "partial_edit", "Damage", "degrade", "make_triplet", "iter_triplets"
+    "apply_edit", "FlawRates", "ToyTriplet", "partial_edit", "Damage", "degrade", "make_triplet", "iter_triplets",
+    "colour_leak",
 ]
