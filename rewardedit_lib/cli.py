@@ -208,7 +208,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     changes = dict(stage=args.stage, rewards=args.rewards_mode, injection=args.injection, init=args.init,
                    max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-                   lr_schedule=args.lr_schedule, reward_lr_scale=args.reward_lr_scale, reward_warmup_steps=args.reward_warmup_steps,
+                   lr_schedule=args.lr_schedule, reward_lr_scale=args.reward_lr_scale,
+                   reward_warmup_steps=args.reward_warmup_steps,
                    center_rewards=args.center_rewards,
                    unknown_rewards_without_instruction=args.unknown_rewards_without_instruction,
                    seed=args.seed, mixed_precision=args.mixed_precision, reward_dropout=args.reward_dropout,

@@ -45,6 +45,7 @@ class LossProbe:
     n: int  # triplets probed
     per_item: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # condition -> (n,) losses
     timesteps: torch.Tensor | None = field(default=None, repr=False)  # (n,): each triplet's noise level
+    ids: list[str] = field(default_factory=list, repr=False)  # each triplet's id, in the order of per_item
 
     def bins(self) -> list[str]:
         return [f"t {a}-{b - 1}" for a, b in zip(self.edges[:-1], self.edges[1:])]
@@ -142,4 +143,5 @@ def loss_by_noise(model: str | Path | RewardEditPipeline, data_dir: str | Path,
     per_item = {c: torch.cat(v) for c, v in per.items()}
     in_bin = [(timesteps >= a) & (timesteps < b) for a, b in zip(edges[:-1], edges[1:])]
     losses = {c: [float(v[m].mean()) if m.any() else float("nan") for m in in_bin] for c, v in per_item.items()}
-    return LossProbe(edges, losses, {c: float(v.mean()) for c, v in per_item.items()}, n, per_item, timesteps)
+    return LossProbe(edges, losses, {c: float(v.mean()) for c, v in per_item.items()}, n, per_item, timesteps,
+                     [t_.id for t_ in triplets])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rewardedit_lib import probe
+from rewardedit_lib.formats import read_instructpix2pix
 from rewardedit_lib.pipeline import toy_pipeline
 from toy_data import annotated_toy_data
 
@@ -46,6 +47,7 @@ def test_a_model_that_reads_its_rewards_is_told_apart_and_probes_are_paired(data
     assert p.overall["as annotated"] == pytest.approx(float(p.per_item["as annotated"].mean()))
     # each triplet's noise level comes back with it: a bin's loss is the mean over the triplets drawn into it
     assert p.timesteps.shape == (12,) and torch.equal(p.timesteps, again.timesteps)
+    assert p.ids == [t.id for t in read_instructpix2pix(d).items] and len(set(p.ids)) == 12
     low = p.timesteps < 500
     assert p.losses["shuffled"][0] == pytest.approx(float(p.per_item["shuffled"][low].mean()))
     assert p.losses["shuffled"][1] == pytest.approx(float(p.per_item["shuffled"][~low].mean()))

@@ -13,15 +13,13 @@ sixth session: blur and blocks are heard, noise is not).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
-from rewardedit_lib.formats import read_instructpix2pix
 from rewardedit_lib.probe import loss_by_noise
+from rewardedit_lib.toyworld import read_truth
 
 BINS = 4
 
@@ -33,14 +31,13 @@ def group(truth: dict) -> str:
 
 
 def main(model: str, data: str, rewards: str, limit: str = "1500") -> None:
-    truth = {t["folder"]: t for t in map(json.loads, open(Path(data) / "_truth" / "flaws.jsonl"))}
+    truth = read_truth(data)
     probe = loss_by_noise(model, data, rewards, conditions=("as annotated", "perfect"), bins=BINS,
                           limit=int(limit))
-    items = read_instructpix2pix(data, rewards=rewards).items[:probe.n]
     t = probe.timesteps
     groups: dict[str, list[int]] = defaultdict(list)
-    for i, it in enumerate(items):
-        groups[group(truth[Path(it.source).parent.name])].append(i)
+    for i, folder in enumerate(probe.ids):
+        groups[group(truth[folder])].append(i)
     ann, perfect = probe.per_item["as annotated"], probe.per_item["perfect"]
     gain = (perfect - ann) / perfect
     print(f"{'flaws':12s} {'n':>5s}  relative gain: all t | " + " | ".join(probe.bins()))

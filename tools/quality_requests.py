@@ -17,6 +17,7 @@ import sys
 
 from rewardedit_lib import evaluate as E
 from rewardedit_lib.formats import PERFECT_FEEDBACK, PERSPECTIVES
+from rewardedit_lib.knob import knob_settings
 
 SENTENCES = {"noise": "The image is covered in noise.", "blur": "The image is blurry.",
              "blocky": "The image has blocky compression artifacts."}
@@ -27,9 +28,8 @@ GUIDANCE = {"course": {}, "image-1": {"image_guidance_scale": 1.0},
 def main(model: str, bench: str, out: str, seed: str, score: str = "2", limit: str | None = None) -> None:
     pipe = E.load_model(model, None)
     runs = {"high": {}}
-    for name, sentence in SENTENCES.items():
-        runs[name] = {"reward_scores": (5.0, 5.0, float(score)),
-                      "reward_text": "; ".join([PERFECT_FEEDBACK, PERFECT_FEEDBACK, sentence])}
+    for name, sentence in SENTENCES.items():  # the knob's quality setting, in this sentence at this score
+        runs[name] = knob_settings(float(score), "; ".join([PERFECT_FEEDBACK] * 2 + [sentence]))["quality"]
     print(f"{'guidance':9s} {'asked':7s} yes % F / P / Q     quality knob [95 %]")
     for gname, changes in GUIDANCE.items():
         settings = dataclasses.replace(E.default_settings(pipe), seed=int(seed), **changes)

@@ -6,9 +6,9 @@ against unknown rewards").
     python tools/reward_guidance.py MODEL BENCH OUT BASELINE_EVAL 0,1,2 [low|unknown] [SEED]
 
 MODEL: a multi-reward model folder; BENCH: the toy benchmark BASELINE_EVAL (a `rewardedit evaluate` folder)
-was made on, with the same SEED (default 0; a course's seed, e.g. runs/c20-s1/eval/baseline with 1); OUT: one knob folder per scale (resumable, as `rewardedit knob`). The
-contrast (default ``low``): what guidance pushes away from -- low rewards, or rewards unknown (a model trained
-with ``--reward-dropout``).
+was made on, with the same SEED (default 0; a course's seed, e.g. runs/c20-s1/eval/baseline with 1); OUT: one
+knob folder per scale (resumable, as `rewardedit knob`). The contrast (default ``low``): what guidance pushes
+away from -- low rewards, or rewards unknown (a model trained with ``--reward-dropout``).
 """
 
 from __future__ import annotations
