@@ -44,7 +44,7 @@ def _cmd_toy_data(args: argparse.Namespace) -> int:
 
     rates = FlawRates.parse(args.flaw_rates) if args.flaw_rates else FlawRates()
     out = write_toy_dataset(args.out, n=args.n, seed=args.seed, rates=rates, size=args.size, workers=args.workers,
-                            leak=args.colour_leak)
+                            leak=args.colour_leak, confuse=args.attribute_confusion)
     print(f"wrote {args.n} toy triplets to {out} (seed {args.seed}, {args.size} px, flaw rates "
           f"following={rates.following} preserving={rates.preserving} quality={rates.quality}); "
           f"ground truth in {out / '_truth'}")
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--colour-leak", action="store_true",
                    help="experimental world: a preserving flaw of an instruction that names an object's colour "
                         "is that colour leaking into the background (RESULTS.md, sixth session)")
+    s.add_argument("--attribute-confusion", action="store_true",
+                   help="a following flaw of an instruction with an attribute (colour, pattern, background, tone) is "
+                        "that attribute confused with another, always the same one (RESULTS.md, seventh session)")
     s.set_defaults(func=_cmd_toy_data)
 
     s = sub.add_parser("toy-bench", help="generate the toy Real-Edit benchmark (images/ + real_edit_instruct.json)",

@@ -123,6 +123,17 @@ def test_toy_data_and_validate_round_trip(tmp_path):
     assert "3 images, 21 edits" in out
 
 
+def test_toy_data_switches_on_the_systematic_flaws(tmp_path):
+    code, out, err = run("toy-data", "--out", str(tmp_path / "d"), "--n", "14", "--seed", "4",
+                         "--flaw-rates", "1,1,0", "--colour-leak", "--attribute-confusion")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "d" / "_truth" / "generator.json").read_text())
+    assert manifest["colour_leak"] is True and manifest["attribute_confusion"] is True
+    assert manifest["command"].endswith("--colour-leak --attribute-confusion")
+    truth = toyworld.read_truth(tmp_path / "d")
+    assert sum(t["following_flaw"] == "wrong_attribute" for t in truth.values()) >= 6  # 10 of the 14 instructions have an attribute
+
+
 def test_validate_lists_bad_records_and_fails(tmp_path):
     toyworld.write_toy_dataset(tmp_path / "d", n=7, seed=0)
     folders = [f for f, _ in formats.read_seeds(tmp_path / "d")]

@@ -256,6 +256,26 @@ def test_training_data_takes_a_given_folder_as_it_is_and_names_bad_rates(tmp_pat
         course.training_data(tmp_path, n=7, flaw_rates="0.5,0.5")
     with pytest.raises(ValueError, match=r"flaw_rates='0.7,0.7,1.5'.*quality"):
         course.training_data(tmp_path, n=7, flaw_rates="0.7,0.7,1.5")
+    with pytest.raises(ValueError, match=r"systematic_flaws='colour_leek'.*unknown 'colour_leek'.*colour_leak"):
+        course.training_data(tmp_path, n=7, systematic_flaws="colour_leek")
+    assert not (tmp_path / "toy-data").exists()  # refused before anything was written
+
+
+def test_training_data_writes_the_systematic_flaws_asked_for(tmp_path):
+    from rewardedit_lib import toyworld
+
+    assert course.parse_systematic_flaws("") == {"leak": False, "confuse": False}
+    assert course.parse_systematic_flaws(" attribute_confusion ,colour_leak") == {"leak": True, "confuse": True}
+    data = course.training_data(tmp_path, n=28, flaw_rates="1,0,0", seed=3, systematic_flaws="attribute_confusion")
+    manifest = json.loads((data / "_truth" / "generator.json").read_text())
+    assert manifest.get("attribute_confusion") is True and "colour_leak" not in manifest
+    kinds = [t["following_flaw"] for t in toyworld.read_truth(data).values()
+             if t["edit_type"] in ("Local", "Add") and t["following_flaw"]]
+    # the confusion, or a random flaw where the neighbour colour would duplicate an object
+    assert kinds and kinds.count("wrong_attribute") > len(kinds) / 2
+    data = course.training_data(tmp_path, n=14, seed=3, systematic_flaws="")  # random flaws: rewritten as such
+    manifest = json.loads((data / "_truth" / "generator.json").read_text())
+    assert "colour_leak" not in manifest and "attribute_confusion" not in manifest
 
 
 def test_rewards_file_defaults_to_notebook_01s_output(tmp_path):
@@ -267,10 +287,12 @@ def test_the_toy_profile_uses_the_course_data_constants():
     params = course.get_profile("toy-cpu").parameters
     assert params["n_train"] == course.COURSE_N_TRAIN
     assert params["flaw_rates"] == course.COURSE_FLAW_RATES
+    assert params["systematic_flaws"] == course.COURSE_SYSTEMATIC_FLAWS
     for nb in ("01_annotation", "02_dataset", "04_training", "06_ablations"):
         declared = course.notebook_parameters(NOTEBOOKS / f"{nb}.ipynb")
         assert declared["n_train"] == str(course.COURSE_N_TRAIN), nb
         assert declared["flaw_rates"] == repr(course.COURSE_FLAW_RATES).replace("'", '"'), nb
+        assert declared["systematic_flaws"] == repr(course.COURSE_SYSTEMATIC_FLAWS).replace("'", '"'), nb
 
 
 # --------------------------------------------------------------------------------------------------

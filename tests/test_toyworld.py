@@ -9,6 +9,7 @@ what an instruction says; the ground-truth file describes every triplet. Every f
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 import re
 from collections import Counter
@@ -697,3 +698,47 @@ def test_the_colour_leak_world_tints_the_background_towards_the_instructions_col
     ensure_toy_dataset(out, n=7, seed=3)
     assert not marker.read_text().endswith(" "), "the default world must not reuse a leak world's folder"
     assert "colour_leak" not in json.loads((out / "_truth" / "generator.json").read_text())
+
+
+def test_the_attribute_confusion_world_always_gives_the_same_wrong_attribute(tmp_path):
+    """``confuse=True``: every following flaw of an instruction with an attribute is that attribute confused
+    with another (:data:`CONFUSED_WITH`), the same one for the same instruction, which the toy judge fails as
+    not followed; Remove and Style draw their flaws as before, and a folder of one world is not reused for
+    another."""
+    from rewardedit_lib.toy import judge as toy_judge
+    from rewardedit_lib.toy.editors import CONFUSED_WITH, attribute_confusion
+
+    assert sorted(CONFUSED_WITH["Local"]) == sorted(OBJECT_COLORS) == sorted(CONFUSED_WITH["Local"].values())
+    assert set(CONFUSED_WITH["Background"]) == set(BACKGROUNDS) and set(CONFUSED_WITH["Global"]) == set(TONES)
+    rates = FlawRates(following=1.0, preserving=0.0, quality=0.0)
+    confused, others = Counter(), 0
+    for i in range(70):
+        plain = make_triplet(5, i, rates=rates, edit_type=EDIT_TYPES[i % 7])
+        tt = make_triplet(5, i, rates=rates, edit_type=EDIT_TYPES[i % 7], confuse=True)
+        spec = tt.spec
+        if spec.edit_type in ("Remove", "Style"):
+            assert np.array_equal(plain.edited, tt.edited) and plain.flaws == tt.flaws
+            others += 1
+            continue
+        wrong = attribute_confusion(tt.source_scene, spec)
+        if wrong is None:  # the confusion would duplicate an object or change nothing: a random flaw instead
+            continue
+        confused[spec.edit_type] += 1
+        assert wrong == apply_edit(tt.source_scene, replace(spec, value=CONFUSED_WITH[spec.edit_type][spec.value]))
+        assert tt.flaws["following"] == "wrong_attribute"
+        assert np.array_equal(tt.edited, render(wrong)) and not np.array_equal(tt.edited, tt.ideal)
+        verdict = toy_judge.judge(tt.instruction, tt.source, tt.edited, "following", mode="evaluate")
+        assert not verdict["yes"], (tt.instruction, verdict)
+    assert set(confused) == {"Local", "Add", "Texture", "Background", "Global"} and others == 20
+    assert sum(confused.values()) >= 40
+    out = write_toy_dataset(tmp_path / "confused", n=7, seed=3, leak=True, confuse=True)
+    manifest = json.loads((out / "_truth" / "generator.json").read_text())
+    assert manifest["attribute_confusion"] is True
+    assert manifest["command"].endswith("--colour-leak --attribute-confusion")
+    marker = out / "toy-000000" / "prompt.json"
+    marker.write_text(marker.read_text() + " ")
+    ensure_toy_dataset(out, n=7, seed=3, leak=True, confuse=True)
+    assert marker.read_text().endswith(" "), "the same world must be reused"
+    ensure_toy_dataset(out, n=7, seed=3, leak=True)
+    assert not marker.read_text().endswith(" "), "a world without the confusion must not reuse its folder"
+    assert "attribute_confusion" not in json.loads((out / "_truth" / "generator.json").read_text())

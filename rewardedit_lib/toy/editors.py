@@ -333,16 +333,55 @@ def colour_leak(target: Scene, spec: EditSpec) -> Damage | None:
     return Damage("background_shift", background_rgb=tuple(int(v) for v in rgb))
 
 
+#: What a generator confuses an instruction's attribute with, per edit type: a colour with its neighbour on the
+#: hue circle, a pattern with the other one, a background with the nearest other, a tone with its opposite.
+CONFUSED_WITH: dict[str, dict[str, str]] = {
+    "Local": {"red": "orange", "orange": "yellow", "yellow": "green", "green": "blue", "blue": "purple",
+              "purple": "red"},
+    "Texture": {"stripes": "checks", "checks": "stripes"},
+    "Background": {"white": "gray", "gray": "teal", "black": "teal", "teal": "gray"},
+    "Global": {"brighter": "darker", "darker": "brighter", "warmer": "cooler", "cooler": "warmer"},
+}
+CONFUSED_WITH["Add"] = CONFUSED_WITH["Local"]
+
+
+def attribute_confusion(source: Scene, spec: EditSpec) -> Scene | None:
+    """The instruction's attribute confused with another (:data:`CONFUSED_WITH`): "make the square red" gives
+    an orange square, "fill it with stripes" checks. The following failure of generated pairs with a direction,
+    as :func:`colour_leak` is the preserving one: always the same wrong attribute for the same instruction, so a
+    model trained on such pairs without rewards learns to drift towards it, where random wrong attributes
+    average away. None for Remove and Style (no attribute), or when the confused edit would change nothing or
+    duplicate an object already in the scene.
+    """
+    table = CONFUSED_WITH.get(spec.edit_type)
+    if table is None or spec.value not in table:
+        return None
+    wrong = table[spec.value]
+    if spec.edit_type in ("Local", "Add"):
+        shape = spec.target[1] if spec.edit_type == "Local" else spec.shape
+        if spec.edit_type == "Local" and wrong == spec.target[0]:
+            return None
+        if (wrong, shape) in {(o.color, o.shape) for o in source.objects}:
+            return None
+    if spec.edit_type == "Background" and wrong == source.background:
+        return None
+    confused = apply_edit(source, replace(spec, value=wrong))
+    return None if confused == source else confused
+
+
 def _choose(rng: np.random.Generator, options: Sequence[str]) -> list[str]:
     return [options[i] for i in rng.permutation(len(options))]
 
 
 def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size: int = 32,
-                 edit_type: str | None = None, prefix: str = "toy", leak: bool = False) -> ToyTriplet:
+                 edit_type: str | None = None, prefix: str = "toy", leak: bool = False,
+                 confuse: bool = False) -> ToyTriplet:
     """Generate triplet ``index`` of stream ``seed``: independent of how many others are generated.
 
     ``leak``: a preserving flaw drawn for an instruction that names an object's colour is always
-    :func:`colour_leak` (an experimental world; RESULTS.md, sixth session); off, the world is version 2's."""
+    :func:`colour_leak` (an experimental world; RESULTS.md, sixth session); off, the world is version 2's.
+    ``confuse``: a following flaw drawn for an instruction with an attribute (a colour, pattern, background or
+    tone) is always :func:`attribute_confusion` where it applies."""
     rng = np.random.default_rng([seed, index, 1])
     # The flaw draws come first and from their own stream, so they are exactly independent of the scene.
     frng = np.random.default_rng([seed, index, 2])
@@ -358,7 +397,10 @@ def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size:
             continue
         flaws: dict[str, str | None] = {"following": None, "preserving": None, "quality": None}
         target_scene, before_scene, partial = ideal_scene, source, False
-        if draws["following"]:
+        confused = attribute_confusion(source, spec) if confuse and draws["following"] else None
+        if confused is not None:
+            flaws["following"], target_scene = "wrong_attribute", confused
+        elif draws["following"]:
             for kind in _choose(frng, FOLLOWING_BY_TYPE[etype]):
                 if kind == "partial":
                     flaws["following"], partial = kind, True
@@ -402,13 +444,14 @@ def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size:
 
 
 def iter_triplets(n: int, seed: int = 0, *, rates: FlawRates = FlawRates(), size: int = 32,
-                  start: int = 0, leak: bool = False) -> Iterator[ToyTriplet]:
+                  start: int = 0, leak: bool = False, confuse: bool = False) -> Iterator[ToyTriplet]:
     """Triplets ``start .. start+n-1`` of stream ``seed``; edit types cycle so each occurs equally often."""
     for i in range(start, start + n):
-        yield make_triplet(seed, i, rates=rates, size=size, edit_type=EDIT_TYPES[i % len(EDIT_TYPES)], leak=leak)
+        yield make_triplet(seed, i, rates=rates, size=size, edit_type=EDIT_TYPES[i % len(EDIT_TYPES)], leak=leak,
+                            confuse=confuse)
 
 
 __all__ = [
     "apply_edit", "FlawRates", "ToyTriplet", "partial_edit", "Damage", "degrade", "make_triplet", "iter_triplets",
-    "colour_leak",
+    "colour_leak", "attribute_confusion", "CONFUSED_WITH",
 ]

@@ -17,14 +17,15 @@ from .world import GENERATOR_VERSION, EditSpec, Scene, is_benchmark_scene, phras
 
 # Writing the real formats
 # --------------------------------------------------------------------------------------------------
-def _write_share(args: tuple[str, int, int, int, FlawRates, int, bool]) -> list[tuple[list, str]]:
+def _write_share(args: tuple[str, int, int, int, FlawRates, int, bool, bool]) -> list[tuple[list, str]]:
     """Write triplets ``start .. start+n-1`` (folders and ideal edits); return their (seeds.json entry, truth
     line) in order: one worker's share of :func:`write_toy_dataset`."""
     from PIL import Image
 
-    out, start, n, seed, rates, size, leak = args
+    out, start, n, seed, rates, size, leak, confuse = args
     rows = []
-    for tt in iter_triplets(n, seed, rates=rates, size=size, start=start, leak=leak):
+    for tt in iter_triplets(n, seed, rates=rates, size=size, start=start, leak=leak,
+                             confuse=confuse):
         entry = write_instructpix2pix_folder(out, tt.to_record())
         save_image(Image.fromarray(tt.ideal), Path(out) / "_truth" / "ideal" / f"{tt.folder}.png")
         rows.append((entry, json.dumps(tt.truth(), sort_keys=True)))
@@ -32,7 +33,7 @@ def _write_share(args: tuple[str, int, int, int, FlawRates, int, bool]) -> list[
 
 
 def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: FlawRates = FlawRates(),
-                      size: int = 32, workers: int = 1, leak: bool = False) -> Path:
+                      size: int = 32, workers: int = 1, leak: bool = False, confuse: bool = False) -> Path:
     """Write ``n`` triplets in the InstructPix2Pix folder layout plus ``_truth/`` beside them.
 
     Layout: ``<folder>/prompt.json``, ``<folder>/<seed>_0.png`` (source), ``<folder>/<seed>_1.png``
@@ -41,7 +42,8 @@ def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: Fl
 
     ``workers`` > 1 draws and writes the triplets in that many processes (20,000 take ~100 s on one core):
     every triplet is a function of ``(seed, index)`` alone, so the folder is the same byte for byte.
-    ``leak``: the experimental colour-leak world (:func:`~.editors.make_triplet`), recorded in the manifest.
+    ``leak``, ``confuse``: the experimental colour-leak and attribute-confusion worlds (:func:`~.editors.make_triplet`),
+    recorded in the manifest.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -49,7 +51,7 @@ def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: Fl
     truth_dir = out / "_truth"
     (truth_dir / "ideal").mkdir(parents=True, exist_ok=True)
     step = max(1, -(-n // (4 * workers)))  # a few shares per worker, so one slow share does not hold the rest
-    shares = [(str(out), a, min(step, n - a), seed, rates, size, leak) for a in range(0, n, step)]
+    shares = [(str(out), a, min(step, n - a), seed, rates, size, leak, confuse) for a in range(0, n, step)]
     if workers == 1 or len(shares) == 1:
         parts = [_write_share(s) for s in shares]
     else:
@@ -64,9 +66,11 @@ def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: Fl
                 "flaw_rates": asdict(rates),
                 "command": f"rewardedit toy-data --out {out.name} --n {n} --seed {seed} --size {size} "
                            f"--flaw-rates {rates.following},{rates.preserving},{rates.quality}"
-                           + (" --colour-leak" if leak else "")}
+                           + (" --colour-leak" if leak else "") + (" --attribute-confusion" if confuse else "")}
     if leak:  # recorded only when on, so that every folder written before the option still matches
         manifest["colour_leak"] = True
+    if confuse:
+        manifest["attribute_confusion"] = True
     atomic_write_json(truth_dir / "generator.json", manifest, indent=2, sort_keys=True)
     return out
 
@@ -130,7 +134,7 @@ def read_truth(data_dir: str | Path) -> dict[str, dict]:
 
 
 def ensure_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: FlawRates = FlawRates(),
-                       size: int = 32, leak: bool = False) -> Path:
+                       size: int = 32, leak: bool = False, confuse: bool = False) -> Path:
     """Write the toy training set unless ``out`` already holds exactly this one (same generator settings).
 
     Notebooks call this so that re-running a notebook, or running the course twice, costs nothing.
@@ -140,9 +144,10 @@ def ensure_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: F
     want = {"generator": GENERATOR_VERSION, "n": n, "seed": seed, "size": size, "flaw_rates": asdict(rates)}
     if manifest.exists() and (out / "seeds.json").exists():
         have = read_json(manifest)
-        if all(have.get(k) == v for k, v in want.items()) and bool(have.get("colour_leak")) == leak:
+        if all(have.get(k) == v for k, v in want.items()) and bool(have.get("colour_leak")) == leak \
+                and bool(have.get("attribute_confusion")) == confuse:
             return out
-    return write_toy_dataset(out, n, seed, rates=rates, size=size, leak=leak)
+    return write_toy_dataset(out, n, seed, rates=rates, size=size, leak=leak, confuse=confuse)
 
 
 def ensure_toy_bench(out: str | Path, n_images: int = 20, seed: int = 0, size: int = 32) -> Path:
