@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--high-dir", type=Path, default=None,
                    help="an existing (5,5,5) `evaluate --out` folder of this model to reuse (refused if its "
                         "settings differ)")
-    _add_edit_args(s, sampler=False)
+    _add_edit_args(s, sampler=True)
     _add_judge_options(s, evaluating=True)
     s.set_defaults(func=_cmd_knob)
 

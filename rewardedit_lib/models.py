@@ -143,20 +143,23 @@ CONFIG_SETTINGS: dict[str, ConfigSettings] = {
         # (``TOY-PROBE``: L1 to the ideal edit 0.10 vs 0.24 after similar training)
         noise_schedule=dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
                             prediction_type="sample", timestep_spacing="leading"),
-        # ancestral DDIM, as the paper samples ancestrally: on the toy course's models of 3 seeds, eta 1 raised
-        # the judged yes-rates by 18 (following), 15 (preserving) and 7 (quality) points on average over eta 0,
-        # at the same 20 steps (RESULTS.md, "The toy sampler")
-        eta=1.0,
+        # The toy sampler is chosen by the ceiling, not by the comparison (RESULTS.md, seventh session): the
+        # setting under which a model fine-tuned on flawless data edits best, by a rule fixed before the course's
+        # two models were compared at it. Of text / image guidance (2, 1.25) or none, each with eta 1 or 0, that
+        # model (seeds 0-2, 140 edits each) passes 90.2 % of the judge's checks without guidance, deterministic
+        # (90.1 % ancestral), against 87.9 % at the former default (2, 1.25, eta 1). Guidance is a crutch for
+        # flawed training data: it lifts the no-reward baseline's following by 13-25 points (the multi-reward
+        # model's by 9-16), pushing away from the baseline's learned "edit not done" habit, and so takes the room a
+        # reward condition is for; without it the multi-reward model follows 9-16 points better on seeds 0-2.
+        # eta 0: deterministic DDIM (eta 1, ancestral, was better only with guidance)
+        eta=0.0,
         # Measured on the bundled stage-1 model (toy judge 3, 2026-12-03, RESULTS.md): every extra step
-        # compounds the small model's errors (50 steps: background and object colours drift away; 20 steps at
-        # guidance 3, the earlier default, 75 / 70 / 94 % yes against 83 / 78 / 94 at 10 steps, guidance 2)
+        # compounds the small model's errors (50 steps: background and object colours drift away)
         num_inference_steps=10,
-        # guidance 3 oversaturates objects
-        guidance_scale=2.0,
-        # image guidance 1.5 (the paper's) pushes the untouched objects' colours too: 1.25 preserves 4 to 9
-        # points more on three benchmarks (82.1 / 80.0 / 84.3 % against 77.9 / 75.7 / 75.7) and follows no
-        # worse; 2.0 and 2.5 lose both
-        image_guidance_scale=1.25,
+        # no text or image guidance: one UNet call per step (diffusers' rule: guidance runs when text guidance
+        # > 1); an sd15 model keeps the paper's 7.5 / 1.5
+        guidance_scale=1.0,
+        image_guidance_scale=1.0,
         # the toy world edits its images at their own size (32 px)
         default_resolution=None,
         # the same feedback texts as sd15: the toy data writes the same perfect-score sentence

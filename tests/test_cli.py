@@ -47,9 +47,12 @@ def test_knob_shares_evaluate_s_judge_options():
         return {o for a in sub.choices[command]._actions for o in a.option_strings}
 
     judge = {"--base-url", "--judge-model", "--api-key-env", "--device", "--limit", "--no-progress", "--steps",
-             "--seed"}
+             "--seed", "--guidance-scale", "--image-guidance-scale", "--eta"}
     assert judge <= options("evaluate") and judge <= options("knob")
     assert {"--model", "--bench", "--out", "--low", "--high-dir"} <= options("knob")
+    knob = cli.build_parser().parse_args(["knob", "--model", "m", "--bench", "b", "--out", "o",
+                                          "--guidance-scale", "1", "--image-guidance-scale", "1", "--eta", "0"])
+    assert cli._edit_changes(knob) == {"guidance_scale": 1.0, "image_guidance_scale": 1.0, "eta": 0.0}
 
 
 def test_every_judging_command_declares_the_same_judge_options():

@@ -14,14 +14,14 @@ from rewardedit_lib.judge.paper_protocol import choose_protocol
 
 def test_the_table_holds_the_kits_defaults_and_the_code_reads_it():
     toy, sd15 = models.CONFIG_SETTINGS["toy"], models.CONFIG_SETTINGS["sd15"]
-    # the values the code used before the table (toy: 10 ancestral DDIM steps, text 2, image 1.25)
-    assert evaluate.EDIT_DEFAULTS["toy"] == evaluate.EditSettings(num_inference_steps=10, guidance_scale=2.0,
-                                                                  image_guidance_scale=1.25, eta=1.0)
+    # toy: 10 deterministic DDIM steps without guidance (the flawless-data model's best, RESULTS.md)
+    assert evaluate.EDIT_DEFAULTS["toy"] == evaluate.EditSettings(num_inference_steps=10, guidance_scale=1.0,
+                                                                  image_guidance_scale=1.0, eta=0.0)
     assert evaluate.EDIT_DEFAULTS["sd15"] == evaluate.EditSettings(num_inference_steps=30, guidance_scale=7.5,
                                                                    image_guidance_scale=1.5, eta=0.0)
     assert (toy.latent_space, toy.default_resolution, toy.judge_protocol) == (False, None, "kit")
     assert (sd15.latent_space, sd15.default_resolution, sd15.judge_protocol) == (True, 512, "paper")
-    assert pipeline.SAMPLER_ETA == {"sd15": 0.0, "toy": 1.0}
+    assert pipeline.SAMPLER_ETA == {"sd15": 0.0, "toy": 0.0}
     assert pipeline.DEFAULT_RESOLUTION == {"sd15": 512, "toy": None} and pipeline.DEFAULT_STEPS == 30
     assert pipeline.SCHEDULER_CONFIGS["toy"]["prediction_type"] == "sample"
     assert pipeline.SCHEDULER_CONFIGS["sd15"]["beta_schedule"] == "scaled_linear"

@@ -3,7 +3,8 @@ make on request, and how much of it survives classifier-free guidance?
 
     python tools/quality_requests.py MODEL BENCH OUT SEED [SCORE] [LIMIT]
 
-For each guidance setting (the course's text 2 / image 1.25; image guidance 1; no guidance) the model edits
+For each guidance setting (text 2 / image 1.25, the course's until the seventh session; image guidance 1; no
+guidance; all ancestral, eta 1, as measured in the sixth session) the model edits
 BENCH asking for (5, 5, 5) and, in turn, for quality SCORE (default 2, the toy judge's score for blur and
 blocks) in each of the toy world's three quality sentences, the other two perspectives at 5 in the perfect
 words. Prints yes-rates and the paired quality knob (yes-rate at 5 minus at SCORE) per sentence.
@@ -21,8 +22,9 @@ from rewardedit_lib.knob import knob_settings
 
 SENTENCES = {"noise": "The image is covered in noise.", "blur": "The image is blurry.",
              "blocky": "The image has blocky compression artifacts."}
-GUIDANCE = {"course": {}, "image-1": {"image_guidance_scale": 1.0},
-            "none": {"guidance_scale": 1.0, "image_guidance_scale": 1.0}}
+GUIDANCE = {"course": {"guidance_scale": 2.0, "image_guidance_scale": 1.25, "eta": 1.0},
+            "image-1": {"guidance_scale": 2.0, "image_guidance_scale": 1.0, "eta": 1.0},
+            "none": {"guidance_scale": 1.0, "image_guidance_scale": 1.0, "eta": 1.0}}
 
 
 def main(model: str, bench: str, out: str, seed: str, score: str = "2", limit: str | None = None) -> None:

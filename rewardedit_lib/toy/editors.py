@@ -448,7 +448,7 @@ def iter_triplets(n: int, seed: int = 0, *, rates: FlawRates = FlawRates(), size
     """Triplets ``start .. start+n-1`` of stream ``seed``; edit types cycle so each occurs equally often."""
     for i in range(start, start + n):
         yield make_triplet(seed, i, rates=rates, size=size, edit_type=EDIT_TYPES[i % len(EDIT_TYPES)], leak=leak,
-                            confuse=confuse)
+                           confuse=confuse)
 
 
 __all__ = [

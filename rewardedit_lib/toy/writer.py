@@ -24,8 +24,7 @@ def _write_share(args: tuple[str, int, int, int, FlawRates, int, bool, bool]) ->
 
     out, start, n, seed, rates, size, leak, confuse = args
     rows = []
-    for tt in iter_triplets(n, seed, rates=rates, size=size, start=start, leak=leak,
-                             confuse=confuse):
+    for tt in iter_triplets(n, seed, rates=rates, size=size, start=start, leak=leak, confuse=confuse):
         entry = write_instructpix2pix_folder(out, tt.to_record())
         save_image(Image.fromarray(tt.ideal), Path(out) / "_truth" / "ideal" / f"{tt.folder}.png")
         rows.append((entry, json.dumps(tt.truth(), sort_keys=True)))
