@@ -44,7 +44,8 @@ def mini_nbs(tmp_path: Path) -> Path:
     d.mkdir()
     _nb(d / "00_first.ipynb",
         'profile = "toy-cpu"  # p\nout_dir = "x"  # out\nseed = 0  # seed\ndevice = "auto"  # d\n'
-        'n_train = 3000  # n\nflaw_rates = "0.5,0.5,0.5"  # f\nimage_size = 32  # i\nbench_images = 20  # b\n'
+        'n_train = 3000  # n\nflaw_rates = "0.5,0.5,0.5"  # f\nsystematic_flaws = ""  # s\n'
+        'image_size = 32  # i\nbench_images = 20  # b\n'
         'flag = False  # f\nrate = 0.5  # r\nsizes = [1, 2]  # s\njudge_model = "toy-judge"  # j',
         "print('first', seed, flag, rate, sizes, judge_model)")
     _nb(d / "01_second.ipynb", 'out_dir = "x"  # out\nseed = 0  # seed\ntime_limit = None  # t', "print(seed)")

@@ -173,11 +173,12 @@ def test_the_cli_evaluates_a_model_folder(model_dir, bench, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "evaluated 3 edits" in out and "following yes %" in out
     assert len(E.read_results(tmp_path / "e")) == 3
-    # the toy default samples ancestrally; --eta 0 asks for deterministic DDIM steps
-    assert json.loads((tmp_path / "e" / "edits" / "settings.json").read_text())["eta"] == 1.0
-    assert cli.main(["evaluate", "--model", str(model_dir), "--bench", str(bench), "--out", str(tmp_path / "e0"),
-                     "--steps", "2", "--limit", "1", "--eta", "0", "--no-progress"]) == 0
-    assert json.loads((tmp_path / "e0" / "edits" / "settings.json").read_text())["eta"] == 0.0
+    # the toy default: deterministic DDIM steps without guidance; --eta 1 asks for ancestral steps
+    recorded = json.loads((tmp_path / "e" / "edits" / "settings.json").read_text())
+    assert (recorded["eta"], recorded["guidance_scale"], recorded["image_guidance_scale"]) == (0.0, 1.0, 1.0)
+    assert cli.main(["evaluate", "--model", str(model_dir), "--bench", str(bench), "--out", str(tmp_path / "e1"),
+                     "--steps", "2", "--limit", "1", "--eta", "1", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "e1" / "edits" / "settings.json").read_text())["eta"] == 1.0
 
 
 # --------------------------------------------------------------------------------------------------
