@@ -15,14 +15,12 @@ type, and the same share per perspective (RESULTS.md, seventh session).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 
+from rewardedit_lib.evaluate import read_results
+from rewardedit_lib.formats import PERSPECTIVES
 from rewardedit_lib.probe import loss_by_noise
-
-PERSPECTIVES = ("following", "preserving", "quality")
 
 
 def closed(base: float, multi: float, ceiling: float) -> str:
@@ -47,7 +45,7 @@ def loss_table(heldout: str, flawless: str, baseline: str, multi: str) -> None:
 
 
 def read_eval(folder: str) -> dict[str, dict]:
-    return {r["id"]: r for r in map(json.loads, (Path(folder) / "results.jsonl").read_text().splitlines())}
+    return {r["id"]: r for r in read_results(folder)}
 
 
 def judged_table(flawless: str, baseline: str, multi: str) -> None:

@@ -31,6 +31,12 @@ def _write_share(args: tuple[str, int, int, int, FlawRates, int, bool, bool]) ->
     return rows
 
 
+def _world_switches(leak: bool, confuse: bool) -> dict[str, bool]:
+    """The systematic-flaw switches under their manifest keys (``toy-data --colour-leak``, ...). A manifest records
+    a switch only when it is on, so that every folder written before the switches existed still matches."""
+    return {"colour_leak": leak, "attribute_confusion": confuse}
+
+
 def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: FlawRates = FlawRates(),
                       size: int = 32, workers: int = 1, leak: bool = False, confuse: bool = False) -> Path:
     """Write ``n`` triplets in the InstructPix2Pix folder layout plus ``_truth/`` beside them.
@@ -61,15 +67,12 @@ def write_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: Fl
     rows = [r for part in parts for r in part]
     atomic_write_json(out / "seeds.json", [e for e, _ in rows])
     atomic_write_text(truth_dir / "flaws.jsonl", "\n".join(t for _, t in rows) + "\n")  # the workers' JSON lines
+    switched_on = [k for k, on in _world_switches(leak, confuse).items() if on]
     manifest = {"generator": GENERATOR_VERSION, "kind": "train", "n": n, "seed": seed, "size": size,
-                "flaw_rates": asdict(rates),
+                "flaw_rates": asdict(rates), **{k: True for k in switched_on},
                 "command": f"rewardedit toy-data --out {out.name} --n {n} --seed {seed} --size {size} "
                            f"--flaw-rates {rates.following},{rates.preserving},{rates.quality}"
-                           + (" --colour-leak" if leak else "") + (" --attribute-confusion" if confuse else "")}
-    if leak:  # recorded only when on, so that every folder written before the option still matches
-        manifest["colour_leak"] = True
-    if confuse:
-        manifest["attribute_confusion"] = True
+                           + "".join(f" --{k.replace('_', '-')}" for k in switched_on)}
     atomic_write_json(truth_dir / "generator.json", manifest, indent=2, sort_keys=True)
     return out
 
@@ -143,8 +146,8 @@ def ensure_toy_dataset(out: str | Path, n: int = 700, seed: int = 0, *, rates: F
     want = {"generator": GENERATOR_VERSION, "n": n, "seed": seed, "size": size, "flaw_rates": asdict(rates)}
     if manifest.exists() and (out / "seeds.json").exists():
         have = read_json(manifest)
-        if all(have.get(k) == v for k, v in want.items()) and bool(have.get("colour_leak")) == leak \
-                and bool(have.get("attribute_confusion")) == confuse:
+        same = all(have.get(k) == v for k, v in want.items())
+        if same and all(bool(have.get(k)) == on for k, on in _world_switches(leak, confuse).items()):
             return out
     return write_toy_dataset(out, n, seed, rates=rates, size=size, leak=leak, confuse=confuse)
 
