@@ -39,6 +39,17 @@ from rewardedit_lib.judge.client import (
 pytestmark = pytest.mark.timeout(60)
 
 
+class BurstHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server whose listen backlog takes a client's whole burst of connects.
+
+    Why: the client opens up to ``concurrency`` (16) connections at once, and the standard library's backlog of
+    5 refuses some of them on a busy 2-core machine; with ``max_retries=0`` a refused connect is a lost answer,
+    which made CI fail one run in many (20 of 21 requests arrived). The kit's own toy server listens with 256."""
+
+    request_queue_size = 256
+    daemon_threads = True
+
+
 # --------------------------------------------------------------------------------------------------
 # A scriptable OpenAI-compatible stub
 # --------------------------------------------------------------------------------------------------
@@ -120,8 +131,7 @@ class StubJudge:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = BurstHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self

@@ -10,7 +10,7 @@ import json
 import re
 import shutil
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,6 +26,7 @@ from rewardedit_lib.judge.prompts import AnswerError
 from rewardedit_lib.toy.server import ToyJudgeServer
 from rewardedit_lib.pipeline import toy_pipeline
 from test_evaluate import real_edit_folder
+from test_judge_client import BurstHTTPServer
 from test_released_weights import save_reference_folder
 
 STEPS = ["--steps", "2"]
@@ -71,7 +72,7 @@ class ReleasedFormatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = BurstHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def __enter__(self) -> "ReleasedFormatServer":
