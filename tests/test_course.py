@@ -293,6 +293,10 @@ def test_the_toy_profile_uses_the_course_data_constants():
         assert declared["n_train"] == str(course.COURSE_N_TRAIN), nb
         assert declared["flaw_rates"] == repr(course.COURSE_FLAW_RATES).replace("'", '"'), nb
         assert declared["systematic_flaws"] == repr(course.COURSE_SYSTEMATIC_FLAWS).replace("'", '"'), nb
+    assert params["bench_images"] == course.COURSE_BENCH_IMAGES
+    for nb in ("05_evaluation", "06_ablations"):
+        assert course.notebook_parameters(NOTEBOOKS / f"{nb}.ipynb")["bench_images"] == str(
+            course.COURSE_BENCH_IMAGES), nb
 
 
 # --------------------------------------------------------------------------------------------------

@@ -426,6 +426,41 @@ def test_ensure_trained_reuses_a_run_recorded_before_a_setting_existed(data, tmp
                          progress=False)
 
 
+def test_a_run_from_the_bundled_stage1_is_recorded_by_its_weights_not_by_the_kits_install_path(data, tmp_path,
+                                                                                                monkeypatch):
+    """A course folder outlives the kit's install (Colab: the folder on Drive, the kit reinstalled each
+    session): the same bundled model elsewhere reuses the run, another bundled model does not."""
+    from rewardedit_lib.train import runs
+
+    d, rewards = data
+    out = tmp_path / "run"
+    first = T.ensure_trained(tiny(stage=2, max_steps=1, init=str(T.TOY_STAGE1)), d, out, rewards, progress=False)
+    stamp = (out / "summary.json").stat().st_mtime_ns
+    recorded = json.loads((out / "run.json").read_text())["init"]
+    assert recorded == f"bundled:toy-stage1@{runs.model_digest(T.TOY_STAGE1)}"
+    assert str(T.TOY_STAGE1.parent) not in (out / "run.json").read_text()
+
+    moved = tmp_path / "elsewhere" / "rewardedit_lib" / "assets" / "toy-stage1"  # the kit installed elsewhere
+    shutil.copytree(T.TOY_STAGE1, moved)
+    (moved / "README.md").write_text("a re-measured card")  # the card is not the model
+    monkeypatch.setattr(runs, "TOY_STAGE1", moved)
+    again = T.ensure_trained(tiny(stage=2, max_steps=1, init=str(moved)), d, out, rewards, progress=False)
+    assert again.final_loss == first.final_loss and (out / "summary.json").stat().st_mtime_ns == stamp
+
+    weights_file = moved / "unet" / "diffusion_pytorch_model.safetensors"
+    raw = bytearray(weights_file.read_bytes())
+    raw[-1] ^= 1  # another bundled model
+    weights_file.write_bytes(bytes(raw))
+    with pytest.raises(T.TrainingError, match="differs in init"):
+        T.ensure_trained(tiny(stage=2, max_steps=1, init=str(moved)), d, out, rewards, progress=False)
+
+    monkeypatch.undo()  # a run.json written before digests named the bundled model by its path: still this run
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "init": str(T.TOY_STAGE1)}))
+    T.ensure_trained(tiny(stage=2, max_steps=1, init=str(T.TOY_STAGE1)), d, out, rewards, progress=False)
+    assert (out / "summary.json").stat().st_mtime_ns == stamp
+
+
 def test_ensure_trained_resumes_a_run_that_a_time_limit_stopped(data, tmp_path):
     d, _ = data
     cfg = tiny(stage=1, max_steps=3, checkpoint_every=0)

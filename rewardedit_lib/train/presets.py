@@ -18,8 +18,7 @@ from .config import TrainConfig
 #: The kit's toy stage-1 model (plain InstructPix2Pix on the flawed toy world), bundled so the course can
 #: run the paper's comparison -- two stage-2 models from one stage-1 start -- in minutes on a CPU. Made by
 #: ``python -m rewardedit_lib.toy_stage1`` (command, data and seed in its ``README.md``).
-#: Runs record it as ``init`` in ``run.json``: it must stay the same string (no ``resolve()``), or a course
-#: folder trained before would read as another run.
+#: Runs record it in ``run.json`` by a digest of its weights, not by this path (``runs.BUNDLED_INIT``).
 TOY_STAGE1 = Path(__file__).parents[1] / "assets" / "toy-stage1"
 PRESETS_FILE = Path(__file__).parents[1] / "profiles" / "train_presets.yaml"
 

@@ -7,6 +7,7 @@ stopped (a Colab session ends on the clock), and never overwrite a folder that h
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from .checkpoints import MODEL_SUBDIR, list_checkpoints
 from .config import TrainConfig
 from .errors import TimeLimitReached, TrainingError
 from .metrics import SUMMARY_FILE, read_metrics, read_summary
+from .presets import TOY_STAGE1
 from .trainer import TrainResult, train
 
 RUN_FILE = "run.json"
@@ -27,9 +29,38 @@ def _defaults_json() -> dict[str, Any]:
     return json.loads(json.dumps({f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}))
 
 
+#: How ``run.json`` names the bundled toy stage-1 model (followed by ``@`` and a digest of its weights).
+BUNDLED_INIT = "bundled:toy-stage1"
+#: The parts of a model folder that make the model (its card, metrics and samples may change without it).
+_MODEL_PARTS = ("model_index.json", "unet", "text_encoder", "tokenizer", "scheduler")
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """A short SHA-256 of a ``from_pretrained`` folder's model files (configs and weights, not its card)."""
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    for part in _MODEL_PARTS:
+        for f in sorted(p for p in ((root / part).rglob("*") if (root / part).is_dir() else [root / part])
+                        if p.is_file()):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _init_record(init: str | None) -> str | None:
+    """The bundled toy stage-1 model by what it holds, not by where the kit is installed.
+
+    Why: a course folder outlives the kit's install (on Colab it lives on Drive while the kit is reinstalled
+    every session, possibly under another Python), and a newer kit may bundle another stage-1 model: the first
+    must still reuse its runs, the second must not."""
+    if init and Path(init).resolve() == TOY_STAGE1.resolve():
+        return f"{BUNDLED_INIT}@{model_digest(TOY_STAGE1)}"
+    return init
+
+
 def _run_record(config: TrainConfig, data_dir: str | Path, rewards_path: str | Path | None) -> dict[str, Any]:
-    """What ``run.json`` records of a run: its config and its (absolute) data and rewards paths."""
-    return {**config.to_json(), "data_dir": str(Path(data_dir).resolve()),
+    """What ``run.json`` records of a run: its config (the bundled init by content), its (absolute) data and
+    rewards paths."""
+    return {**config.to_json(), "init": _init_record(config.init), "data_dir": str(Path(data_dir).resolve()),
             "rewards_path": str(Path(rewards_path).resolve()) if rewards_path else None}
 
 
@@ -50,6 +81,7 @@ def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Pat
         old = read_json(marker)
         # a setting added to TrainConfig after that run was recorded counts as its default there
         old = {**{k: v for k, v in _defaults_json().items() if k in record and k not in old}, **old}
+        old["init"] = _init_record(old.get("init"))  # a run recorded before digests named the bundled model's path
         if old != record:
             diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             raise TrainingError(f"{out} holds another run (differs in {', '.join(diff)}); use another out_dir")
