@@ -31,18 +31,19 @@ def _defaults_json() -> dict[str, Any]:
 
 #: How ``run.json`` names the bundled toy stage-1 model (followed by ``@`` and a digest of its weights).
 BUNDLED_INIT = "bundled:toy-stage1"
-#: The parts of a model folder that make the model (its card, metrics and samples may change without it).
-_MODEL_PARTS = ("model_index.json", "unet", "text_encoder", "tokenizer", "scheduler")
+#: What a model folder may hold beside the model: its card, training metrics and sample grids can be
+#: re-measured or redrawn without the model changing.
+_NOT_THE_MODEL = ("README.md", "metrics.jsonl", "samples")
 
 
 def model_digest(model_dir: str | Path) -> str:
-    """A short SHA-256 of a ``from_pretrained`` folder's model files (configs and weights, not its card)."""
+    """A short SHA-256 of a ``from_pretrained`` folder's files (configs and weights), its card excluded."""
     root = Path(model_dir)
     h = hashlib.sha256()
-    for part in _MODEL_PARTS:
-        for f in sorted(p for p in ((root / part).rglob("*") if (root / part).is_dir() else [root / part])
-                        if p.is_file()):
-            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root)
+        if rel.parts[0] not in _NOT_THE_MODEL and "__pycache__" not in rel.parts:
+            h.update(rel.as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 
