@@ -25,6 +25,7 @@ Resumable like annotation: edits that exist are not redone, answers in the cache
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -380,6 +381,44 @@ def paired_difference(rows_a: Sequence[dict], rows_b: Sequence[dict], perspectiv
             "yes_diff_ci": list(_bootstrap(yes, n_boot, np.random.default_rng(seed))),
             "score_diff": float(score.mean()) if len(pairs) else nan,
             "score_diff_ci": list(_bootstrap(score, n_boot, np.random.default_rng(seed)))}
+
+
+def paired_spread(rows_a: Sequence[dict], rows_b: Sequence[dict], perspective: str) -> float:
+    """The standard deviation, in points, of the per-edit yes difference A - B on ``perspective`` (items both
+    judged): what sets the width of :func:`paired_difference`'s interval, about +-1.96 sd / sqrt(n).
+    NaN with fewer than two common items."""
+    pairs = _paired_cells(rows_a, rows_b, perspective)
+    if len(pairs) < 2:
+        return float("nan")
+    yes = np.array([float(bool(a["yes"])) - float(bool(b["yes"])) for a, b in pairs]) * 100
+    return float(yes.std(ddof=1))
+
+
+def edits_needed(sd: float, half_width: float, z: float = 1.96) -> int:
+    """How many paired edits give a 95 % interval of +-``half_width`` points when the per-edit difference
+    has spread ``sd`` points (:func:`paired_spread`): ceil((z sd / half_width)^2).
+
+    Why: a benchmark too small to resolve the effect it is meant to show cannot show it, whatever the models
+    do. The course benchmark is sized this way (``course.COURSE_BENCH_IMAGES``: sd 54.4, +-5 points, 455)."""
+    if not (math.isfinite(half_width) and half_width > 0):
+        raise ValueError(f"half_width must be a positive number of points, got {half_width}")
+    if not (math.isfinite(sd) and sd >= 0):
+        raise ValueError(f"sd must be a finite number of points >= 0, got {sd}")
+    return max(1, math.ceil((z * sd / half_width) ** 2))
+
+
+def precision_text(rows_a: Sequence[dict], rows_b: Sequence[dict], half_width: float = 5.0) -> str:
+    """One line per perspective: the per-edit spread of A - B (:func:`paired_spread`), the 95 % half-width it
+    gives on the items both judged, and the edits a +-``half_width``-point interval needs (:func:`edits_needed`)."""
+    lines = []
+    for p in PERSPECTIVES:
+        n, sd = len(_paired_cells(rows_a, rows_b, p)), paired_spread(rows_a, rows_b, p)
+        if not math.isfinite(sd):
+            lines.append(f"  {p:11s} {n} common edits: too few to measure a spread")
+            continue
+        lines.append(f"  {p:11s} spread {sd:5.1f} points: +-{1.96 * sd / n ** 0.5:4.1f} on {n} edits; "
+                     f"+-{half_width:g} needs {edits_needed(sd, half_width)} edits")
+    return "\n".join(lines)
 
 
 def difference_text(diffs: Mapping[str, Mapping[str, Any]], what: str = "A - B") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -162,6 +163,29 @@ def test_paired_comparison_counts_wins_ties_losses():
     assert c["quality"] == {"win": 2, "tie": 0, "loss": 1}
     table = E.table_markdown({"A": E.summarize(a), "B": E.summarize(b)}, ci=False)
     assert "| A | 33.3 | 3.33 |" in table
+
+
+def test_a_benchmark_sized_by_the_spread_gives_the_interval_it_was_sized_for():
+    """edits_needed(paired_spread, h) edits give a paired-bootstrap interval of about +-h points."""
+    rng = np.random.default_rng(0)
+    for p_a, p_b in ((0.6, 0.5), (0.5, 0.45)):
+        n = E.edits_needed(100 * ((p_a * (1 - p_a) + p_b * (1 - p_b)) ** 0.5), 5.0)  # independent yes/no verdicts
+        sa, sb = (rng.random(n) < p_a) * 5.0, (rng.random(n) < p_b) * 5.0
+        a = rows_of({"following": list(sa)}, ["Add"] * n)
+        b = rows_of({"following": list(sb)}, ["Add"] * n)
+        sd = E.paired_spread(a, b, "following")
+        lo, hi = E.paired_difference(a, b, "following", n_boot=2000)["yes_diff_ci"]
+        assert (hi - lo) / 2 == pytest.approx(1.96 * sd / n ** 0.5, rel=0.1)
+        assert (hi - lo) / 2 == pytest.approx(5.0, rel=0.15)
+    assert E.edits_needed(54.4, 5.0) == 455  # the course benchmark: 65 images x 7 edit types
+    assert E.edits_needed(0.0, 5.0) == 1 and E.edits_needed(54.4, 10.0) == 114
+    assert math.isnan(E.paired_spread(a[:1], b[:1], "following"))  # one common item: no spread to measure
+    text = E.precision_text(a, b)
+    assert f"spread {sd:5.1f} points: +-{1.96 * sd / n ** 0.5:4.1f} on {n} edits; +-5 needs {E.edits_needed(sd, 5)} edits" in text
+    assert "too few to measure a spread" in E.precision_text(a[:1], b[:1])
+    for bad in ({"sd": float("nan"), "half_width": 5.0}, {"sd": 10.0, "half_width": 0.0}, {"sd": -1.0, "half_width": 5.0}):
+        with pytest.raises(ValueError, match="sd|half_width"):
+            E.edits_needed(**bad)
 
 
 def test_the_cli_evaluates_a_model_folder(model_dir, bench, tmp_path, capsys):
