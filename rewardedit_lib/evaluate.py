@@ -363,6 +363,16 @@ def _paired_cells(rows_a: Sequence[dict], rows_b: Sequence[dict], perspective: s
     return out
 
 
+def _yes_differences(pairs: Sequence[tuple[dict, dict]]) -> np.ndarray:
+    """Per pair of verdicts, A's yes minus B's, in points (-100, 0 or +100)."""
+    return np.array([float(bool(a["yes"])) - float(bool(b["yes"])) for a, b in pairs]) * 100
+
+
+def _spread(differences: np.ndarray) -> float:
+    """The sample standard deviation of per-edit differences; NaN with fewer than two."""
+    return float(differences.std(ddof=1)) if len(differences) >= 2 else float("nan")
+
+
 def paired_difference(rows_a: Sequence[dict], rows_b: Sequence[dict], perspective: str, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, Any]:
     """The mean per-edit difference A - B on ``perspective``, on the items both judged (matched by ``id``).
@@ -373,7 +383,7 @@ def paired_difference(rows_a: Sequence[dict], rows_b: Sequence[dict], perspectiv
     easy item, a hard one) cancels out, and the interval is usually narrower than the two rates' intervals suggest.
     Deterministic given ``seed``; no common item gives NaN."""
     pairs = _paired_cells(rows_a, rows_b, perspective)
-    yes = np.array([float(bool(a["yes"])) - float(bool(b["yes"])) for a, b in pairs]) * 100
+    yes = _yes_differences(pairs)
     score = np.array([float(a["score"]) - float(b["score"]) for a, b in pairs])
     nan = float("nan")
     return {"n": len(pairs),
@@ -387,11 +397,7 @@ def paired_spread(rows_a: Sequence[dict], rows_b: Sequence[dict], perspective: s
     """The standard deviation, in points, of the per-edit yes difference A - B on ``perspective`` (items both
     judged): what sets the width of :func:`paired_difference`'s interval, about +-1.96 sd / sqrt(n).
     NaN with fewer than two common items."""
-    pairs = _paired_cells(rows_a, rows_b, perspective)
-    if len(pairs) < 2:
-        return float("nan")
-    yes = np.array([float(bool(a["yes"])) - float(bool(b["yes"])) for a, b in pairs]) * 100
-    return float(yes.std(ddof=1))
+    return _spread(_yes_differences(_paired_cells(rows_a, rows_b, perspective)))
 
 
 def edits_needed(sd: float, half_width: float, z: float = 1.96) -> int:
@@ -412,7 +418,8 @@ def precision_text(rows_a: Sequence[dict], rows_b: Sequence[dict], half_width: f
     gives on the items both judged, and the edits a +-``half_width``-point interval needs (:func:`edits_needed`)."""
     lines = []
     for p in PERSPECTIVES:
-        n, sd = len(_paired_cells(rows_a, rows_b, p)), paired_spread(rows_a, rows_b, p)
+        yes = _yes_differences(_paired_cells(rows_a, rows_b, p))
+        n, sd = len(yes), _spread(yes)
         if not math.isfinite(sd):
             lines.append(f"  {p:11s} {n} common edits: too few to measure a spread")
             continue

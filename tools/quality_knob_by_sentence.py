@@ -18,20 +18,20 @@ from pathlib import Path
 
 from rewardedit_lib import evaluate as E
 from rewardedit_lib.formats import PERFECT_FEEDBACK, PERSPECTIVES
+from rewardedit_lib.toy.feedback import QUALITY_FEEDBACK
 
-#: The toy world's quality sentences and the score the toy judge gives each flaw (RESULTS.md, eighth session:
-#: noise 1, blur 2, blocks 2 in nearly every annotation of the course's data).
-REQUESTS = {"noise": ("The image is covered in noise.", 1.0), "blur": ("The image is blurry.", 2.0),
-            "blocky": ("The image has blocky compression artifacts.", 2.0)}
+#: The score the toy judge gives each quality flaw (RESULTS.md, eighth session: noise 1, blur 2, blocks 2 in
+#: nearly every annotation of the course's data).
+JUDGED_SCORE = {"noise": 1.0, "blur": 2.0, "blocky": 2.0}
 
 
 def main(model: str, bench: str, high_eval: str, out: str, seed: str) -> None:
     runs = {}
-    for name, (sentence, judged) in REQUESTS.items():
-        for score in (0.0, judged):
+    for name, sentence in QUALITY_FEEDBACK.items():
+        for score in (0.0, JUDGED_SCORE[name]):
             runs[Path(out) / f"{name}-{score:g}"] = {
-                "reward_scores": (5.0, 5.0, score), "reward_text": f"{PERFECT_FEEDBACK}; {PERFECT_FEEDBACK}; {sentence}",
-                "seed": int(seed)}
+                "reward_scores": (5.0, 5.0, score), "seed": int(seed),
+                "reward_text": f"{PERFECT_FEEDBACK}; {PERFECT_FEEDBACK}; {sentence}"}
     reports = E.evaluate_many(model, bench, runs, progress=False)
     high = E.read_results(high_eval)
     for folder, rep in reports.items():

@@ -19,9 +19,8 @@ import sys
 from rewardedit_lib import evaluate as E
 from rewardedit_lib.formats import PERFECT_FEEDBACK, PERSPECTIVES
 from rewardedit_lib.knob import knob_settings
+from rewardedit_lib.toy.feedback import QUALITY_FEEDBACK
 
-SENTENCES = {"noise": "The image is covered in noise.", "blur": "The image is blurry.",
-             "blocky": "The image has blocky compression artifacts."}
 GUIDANCE = {"course": {"guidance_scale": 2.0, "image_guidance_scale": 1.25, "eta": 1.0},
             "image-1": {"guidance_scale": 2.0, "image_guidance_scale": 1.0, "eta": 1.0},
             "none": {"guidance_scale": 1.0, "image_guidance_scale": 1.0, "eta": 1.0}}
@@ -30,7 +29,7 @@ GUIDANCE = {"course": {"guidance_scale": 2.0, "image_guidance_scale": 1.25, "eta
 def main(model: str, bench: str, out: str, seed: str, score: str = "2", limit: str | None = None) -> None:
     pipe = E.load_model(model, None)
     runs = {"high": {}}
-    for name, sentence in SENTENCES.items():  # the knob's quality setting, in this sentence at this score
+    for name, sentence in QUALITY_FEEDBACK.items():  # the knob's quality setting, in this sentence at this score
         runs[name] = knob_settings(float(score), "; ".join([PERFECT_FEEDBACK] * 2 + [sentence]))["quality"]
     print(f"{'guidance':9s} {'asked':7s} yes % F / P / Q     quality knob [95 %]")
     for gname, changes in GUIDANCE.items():

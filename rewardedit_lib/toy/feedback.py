@@ -55,7 +55,8 @@ def perfect() -> Judgement:
     return Judgement(MAX_SCORE, PERFECT_FEEDBACK)
 
 
-_QUALITY_FEEDBACK = {
+#: The toy judge's sentence for each quality flaw it finds (scores 1-3); tools ask the model for these by name.
+QUALITY_FEEDBACK = {
     "noise": "The image is covered in noise.",
     "blur": "The image is blurry.",
     "blocky": "The image has blocky compression artifacts.",
@@ -70,7 +71,7 @@ _QUALITY_FEEDBACK_MILD = {
 def quality_judgement(q: QualityReport) -> Judgement:
     if q.finding is None:
         return perfect()
-    return Judgement(q.score, (_QUALITY_FEEDBACK_MILD if q.score >= 4 else _QUALITY_FEEDBACK)[q.finding])
+    return Judgement(q.score, (_QUALITY_FEEDBACK_MILD if q.score >= 4 else QUALITY_FEEDBACK)[q.finding])
 
 
 # --------------------------------------------------------------------------------------------------
