@@ -16,7 +16,7 @@ import numpy as np
 from ..formats import EDIT_TYPES, Triplet
 from ..plumbing import to_uint8
 from .world import (BACKGROUND_SHIFT, BACKGROUNDS, BLUR_WIDTH, FOLLOWING_BY_TYPE, NOISE_SIGMA, OBJECT_COLORS, PATTERNS,
-                    PRESERVING_FLAWS, QUALITY_FLAWS, REGIONS, SHAPES, EditSpec, Obj, Scene, apply_tone, caption,
+                    PLANTED_QUALITY_FLAWS, PRESERVING_FLAWS, QUALITY_FLAWS, REGIONS, SHAPES, EditSpec, Obj, Scene, apply_tone, caption,
                     is_benchmark_scene, phrase, random_edit, random_scene, render)
 
 # --------------------------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size:
             # Half of the requested change, on top of whatever else went wrong.
             edited = _partial(edited, render(before_scene), frng)
         if draws["quality"]:
-            flaws["quality"] = QUALITY_FLAWS[int(frng.integers(len(QUALITY_FLAWS)))]
+            flaws["quality"] = PLANTED_QUALITY_FLAWS[int(frng.integers(len(PLANTED_QUALITY_FLAWS)))]
             degraded = degrade(edited, flaws["quality"], frng)
             if np.array_equal(degraded, edited):  # blur / blocky cannot show on a flat picture: use noise
                 flaws["quality"] = "noise"

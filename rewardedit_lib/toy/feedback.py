@@ -55,7 +55,7 @@ def perfect() -> Judgement:
     return Judgement(MAX_SCORE, PERFECT_FEEDBACK)
 
 
-#: The toy judge's sentence for each quality flaw it finds (scores 1-3); tools ask the model for these by name.
+#: The toy judge's sentence for each quality flaw it finds (scores 0-3); tools ask the model for these by name.
 QUALITY_FEEDBACK = {
     "noise": "The image is covered in noise.",
     "blur": "The image is blurry.",

@@ -18,7 +18,9 @@ How a triplet is judged (:func:`assess`):
    rise of the image's edges: 0.8 pixels for a hard-edged drawing) and blockiness (every edge lies on the
    compression block grid and the blocks carry mixed colours). The verdict reports what a viewer would see:
    every threshold sits half-way between a clean drawing and the smallest flaw the world plants (version 3's
-   calibration, see :mod:`.calibration`), so a model's faint grain or slightly soft edges pass.
+   calibration, see :mod:`.calibration`), so a model's faint grain or slightly soft edges pass. The score
+   spans the whole scale (version 4): 3, 2, 1 in thirds of the way from the threshold to the smallest planted
+   flaw, 0 for a flaw as strong as the world's own (:func:`.calibration.quality_band`).
 2. The **source scene** is recovered from the source pixels: the background is the dominant colour, each
    object is a palette-coloured blob in a grid cell whose shape, size and pixel jitter are found by
    matching every possible object outline (:func:`recover_scene`).
@@ -64,7 +66,7 @@ from .quality import QualityReport, assess_quality
 from .scene_recovery import recover_scene
 from .world import REGIONS, parse_instruction
 
-JUDGE_VERSION = "toy-judge-3"
+JUDGE_VERSION = "toy-judge-4"
 
 __all__ = [
     "JUDGE_VERSION", "YES_THRESHOLD", "Judgement", "Assessment", "QualityReport",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..formats import MAX_SCORE
-from .calibration import BLUR_SHARP, BLUR_VISIBLE, NOISE_VISIBLE
+from .calibration import BLUR_PLANTED, BLUR_SHARP, BLUR_VISIBLE, NOISE_PLANTED, NOISE_VISIBLE, quality_band
 from .pixels import pack, to_rgb_array, unpack
 from .world import BACKGROUNDS, OBJECT_COLORS, PATTERN_LIGHT, TONES, apply_tone
 
@@ -169,7 +169,7 @@ def assess_quality(edited: Any) -> QualityReport:
     """Generation quality, measured on the edited image alone (so it does not depend on what it shows).
 
     Noise first (it hides everything else), then blur, then blockiness; the score falls with the measured
-    strength of the defect. Two passes: what the pixels show at all (``kind``, for the comparisons of
+    strength of the defect (:func:`.calibration.quality_band`). Two passes: what the pixels show at all (``kind``, for the comparisons of
     following and preserving) and what a viewer sees (``finding`` and ``score``): grain below
     :data:`NOISE_VISIBLE` is no finding and does not hide blur, which is graded by edge width
     (:data:`BLUR_VISIBLE`) wherever the image has edges to measure.
@@ -200,9 +200,9 @@ def assess_quality(edited: Any) -> QualityReport:
     if flat < 0.5 or sigma >= 0.7:
         kind = "noise"
     elif unsupported >= 8:
-        kind, pixel_score = "blur", (3 if unsupported < 25 and ramps < 60 else 2)
+        kind, pixel_score = "blur", (1 if unsupported < 25 and ramps < 60 else 0)
     elif mixed >= 1:
-        kind, pixel_score = "blocky", (3 if mixed < 2 else 2)
+        kind, pixel_score = "blocky", (1 if mixed < 2 else 0)
     elif unsupported >= 4:
         kind, pixel_score = "blur", 4
 
@@ -211,17 +211,16 @@ def assess_quality(edited: Any) -> QualityReport:
     width = float(widths.mean()) if widths.size >= 3 else None
     finding, score = None, MAX_SCORE
     if sigma >= NOISE_VISIBLE / 2:
-        finding, score = "noise", (4 if sigma < NOISE_VISIBLE else 3 if sigma < 1.5 * NOISE_VISIBLE
-                                   else 2 if sigma < 2 * NOISE_VISIBLE else 1)
+        finding, score = "noise", quality_band(sigma, NOISE_VISIBLE, NOISE_PLANTED)
     elif kind == "blocky":  # every edge on the block grid, blocks of mixed colours: wide edges are blocks, not blur
         finding, score = kind, pixel_score
     elif width is not None and width >= (BLUR_SHARP + BLUR_VISIBLE) / 2:
-        finding, score = "blur", (2 if width >= 1.3 * BLUR_VISIBLE else 3 if width >= BLUR_VISIBLE else 4)
+        finding, score = "blur", quality_band(width, BLUR_VISIBLE, BLUR_PLANTED)
     elif width is None and kind == "noise":  # faint grain and no edges to measure (outlines, patterns)
         if unsupported < 8:  # not counted above
             ramps = _ramp_count(x)
         if ramps >= 8:
-            finding, score = "blur", (2 if ramps >= 60 else 3)
+            finding, score = "blur", (0 if ramps >= 60 else 1)
     elif width is None:  # no grain: the pixel-exact verdict holds
         finding, score = kind, pixel_score
     return QualityReport(kind, score, round(float(sigma), 2), round(flat, 4), unsupported, ramps,

@@ -64,7 +64,14 @@ MAX_OBJECTS = 3
 
 FOLLOWING_FLAWS: tuple[str, ...] = ("wrong_attribute", "wrong_object", "no_change", "partial")
 PRESERVING_FLAWS: tuple[str, ...] = ("object_moved", "object_recolored", "object_vanished", "background_shift")
+#: The quality defects the toy judge names (and :func:`.editors.degrade` can make).
 QUALITY_FLAWS: tuple[str, ...] = ("noise", "blur", "blocky")
+#: The quality flaws the flawed editor plants (generator version 3): the defects a generated image shows, a
+#: deterministic function of the picture that an editor trained on such pairs learns to reproduce. Independent
+#: per-pixel noise (version 2's third flaw) is what no generated pair shows and no denoiser can learn to draw --
+#: a model asked for it draws nothing (RESULTS.md, sixth session) -- so no reward can teach or unteach; it
+#: remains the fallback where blur and blocks cannot show (a flat picture).
+PLANTED_QUALITY_FLAWS: tuple[str, ...] = ("blur", "blocky")
 #: Which following failures make sense per edit type ("wrong_attribute" = wrong colour, pattern or tone).
 FOLLOWING_BY_TYPE: dict[str, tuple[str, ...]] = {
     "Local": ("wrong_attribute", "wrong_object", "no_change", "partial"),
@@ -83,7 +90,7 @@ FOLLOWING_BY_TYPE: dict[str, tuple[str, ...]] = {
 BACKGROUND_SHIFT = 80  # grey levels, in one channel
 BLUR_WIDTH = 7  # pixels: the box a point is spread over (an odd number); an edge gets BLUR_WIDTH - 1 in-between pixels
 NOISE_SIGMA = 30.0  # grey levels
-GENERATOR_VERSION = "toyworld-2"
+GENERATOR_VERSION = "toyworld-3"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -414,7 +421,7 @@ def random_edit(scene: Scene, edit_type: str, rng: np.random.Generator) -> EditS
 
 __all__ = [
     "OBJECT_COLORS", "BACKGROUNDS", "SHAPES", "SIZES", "PATTERNS", "TONES", "REGIONS", "PATTERN_LIGHT",
-    "MAX_OBJECTS", "FOLLOWING_FLAWS", "FOLLOWING_BY_TYPE", "PRESERVING_FLAWS", "QUALITY_FLAWS", "BACKGROUND_SHIFT",
+    "MAX_OBJECTS", "FOLLOWING_FLAWS", "FOLLOWING_BY_TYPE", "PRESERVING_FLAWS", "QUALITY_FLAWS", "PLANTED_QUALITY_FLAWS", "BACKGROUND_SHIFT",
     "BLUR_WIDTH", "NOISE_SIGMA", "GENERATOR_VERSION", "Obj", "Scene", "is_benchmark_scene", "object_mask", "erode",
     "apply_tone", "render", "paint", "pattern_masks", "drawn_mask", "EditSpec", "parse_instruction", "phrase",
     "caption", "grammar_phrases",
