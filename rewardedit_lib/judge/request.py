@@ -60,7 +60,7 @@ def request_key(model: str, perspective: str, mode: str, instruction: str, sourc
     """The cache key of one judgement: any change to what is asked, or to whom, asks again.
 
     ``model`` is the judge's identity as the cache knows it: its name, and its version where the caller knows
-    one the name does not pin (:attr:`.client.JudgeClient.cache_model`: ``"toy-judge/toy-judge-3"`` for the kit's
+    one the name does not pin (:attr:`.client.JudgeClient.cache_model`: ``"toy-judge/toy-judge-4"`` for the kit's
     toy judge, so a judgement cached by an older toy judge is not reused after the judge changed; a hosted
     model's name is all the kit can know of it). Nothing here knows any particular judge.
 

@@ -7,7 +7,7 @@ judge lives here, once:
 * with no base URL (and no Azure endpoint), a local toy judge server runs for the duration
   (:func:`judge_endpoint`), under the model name :data:`~rewardedit_lib.judge.request.TOY_JUDGE_MODEL`;
 * the toy judge's version travels with its model name into the answer cache (:func:`client_options`:
-  the cache knows it as ``"toy-judge/toy-judge-3"``), local or at a URL, so a judgement cached by an older
+  the cache knows it as ``"toy-judge/toy-judge-4"``), local or at a URL, so a judgement cached by an older
   toy judge is asked again after the judge changed, and a course folder made before this module existed
   resumes without asking again (the key is the one the client used to build itself).
 
