@@ -248,8 +248,10 @@ def test_cache_key_of_the_toy_judge_covers_its_version(monkeypatch):
                                              **endpoint.client_options(model)).cache_model, **base)
 
     toy, other = key("toy-judge"), key("gpt-4o")
-    # the key the client built before the version moved out of judge/ (a course folder made then resumes)
-    assert toy == "6d62baddac2e7ee0d2d80c88caedf2dfbfc55dcf411e6b4698882f6e44e75672"
+    # the key is the model named with its version: pinned for version 4, so that a change of how the client
+    # builds it (which would orphan every cached judgement) cannot pass unnoticed
+    assert toy == request_key(model="toy-judge/toy-judge-4", **base)
+    assert toy == "a87b5d81a0027cd6842043f5465058edfb7c7c6412d331fbcaf1bd34500e2e52"
     assert other == request_key(model="gpt-4o", **base)
     monkeypatch.setattr(toy_judge, "JUDGE_VERSION", "toy-judge-999")
     monkeypatch.setattr(endpoint, "JUDGE_VERSION", "toy-judge-999")
