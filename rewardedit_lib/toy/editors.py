@@ -431,7 +431,7 @@ def make_triplet(seed: int, index: int, *, rates: FlawRates = FlawRates(), size:
         if draws["quality"]:
             flaws["quality"] = PLANTED_QUALITY_FLAWS[int(frng.integers(len(PLANTED_QUALITY_FLAWS)))]
             degraded = degrade(edited, flaws["quality"], frng)
-            if np.array_equal(degraded, edited):  # blur / blocky cannot show on a flat picture: use noise
+            if np.array_equal(degraded, edited):  # blur cannot show on a flat picture: use noise
                 flaws["quality"] = "noise"
                 degraded = degrade(edited, "noise", frng)
             edited = degraded

@@ -66,12 +66,14 @@ FOLLOWING_FLAWS: tuple[str, ...] = ("wrong_attribute", "wrong_object", "no_chang
 PRESERVING_FLAWS: tuple[str, ...] = ("object_moved", "object_recolored", "object_vanished", "background_shift")
 #: The quality defects the toy judge names (and :func:`.editors.degrade` can make).
 QUALITY_FLAWS: tuple[str, ...] = ("noise", "blur", "blocky")
-#: The quality flaws the flawed editor plants (generator version 3): the defects a generated image shows, a
+#: The quality flaws the flawed editor plants (generator version 4): the defects a generated image shows, a
 #: deterministic function of the picture that an editor trained on such pairs learns to reproduce. Independent
-#: per-pixel noise (version 2's third flaw) is what no generated pair shows and no denoiser can learn to draw --
-#: a model asked for it draws nothing (RESULTS.md, sixth session) -- so no reward can teach or unteach; it
-#: remains the fallback where blur and blocks cannot show (a flat picture).
-PLANTED_QUALITY_FLAWS: tuple[str, ...] = ("blur", "blocky")
+#: per-pixel noise (version 2) is what no generated pair shows and no denoiser can learn to draw -- a model asked
+#: for it draws nothing (RESULTS.md, sixth session) -- and 4-pixel compression blocks (version 3) are not drawn
+#: either: asked for them, a course model draws a soft image, never blocks (RESULTS.md, tenth session). A reward
+#: can teach or unteach only what the editor can draw. Noise remains the fallback where blur cannot show (a flat
+#: picture); the judge still finds and scores all three.
+PLANTED_QUALITY_FLAWS: tuple[str, ...] = ("blur",)
 #: Which following failures make sense per edit type ("wrong_attribute" = wrong colour, pattern or tone).
 FOLLOWING_BY_TYPE: dict[str, tuple[str, ...]] = {
     "Local": ("wrong_attribute", "wrong_object", "no_change", "partial"),
@@ -90,7 +92,7 @@ FOLLOWING_BY_TYPE: dict[str, tuple[str, ...]] = {
 BACKGROUND_SHIFT = 80  # grey levels, in one channel
 BLUR_WIDTH = 7  # pixels: the box a point is spread over (an odd number); an edge gets BLUR_WIDTH - 1 in-between pixels
 NOISE_SIGMA = 30.0  # grey levels
-GENERATOR_VERSION = "toyworld-3"
+GENERATOR_VERSION = "toyworld-4"
 
 
 # --------------------------------------------------------------------------------------------------
