@@ -443,7 +443,7 @@ def test_every_planted_flaw_fails_its_perspective() -> None:
                     missed.append((t.instruction, p, t.flaws, j[p].feedback))
     kinds = {p: {k for q, k in seen if q == p} for p in PERSPECTIVES}
     assert kinds == {"following": set(tw.FOLLOWING_FLAWS), "preserving": set(tw.PRESERVING_FLAWS),
-                     "quality": set(tw.QUALITY_FLAWS)}
+                     "quality": {*tw.PLANTED_QUALITY_FLAWS, "noise"}}
     assert len(missed) <= 0.02 * sum(seen.values()), missed
     for (p, kind), n in seen.items():
         assert sum(m[1] == p and m[2][p] == kind for m in missed) <= max(2, 0.05 * n), (p, kind, missed)

@@ -26,6 +26,7 @@ from rewardedit_lib.toyworld import (
     FOLLOWING_FLAWS,
     OBJECT_COLORS,
     PATTERN_LIGHT,
+    PLANTED_QUALITY_FLAWS,
     PRESERVING_FLAWS,
     QUALITY_FLAWS,
     REGIONS,
@@ -247,7 +248,9 @@ def test_every_edit_type_and_flaw_kind_occurs(default_set):
     assert set(types) == set(EDIT_TYPES)
     # iter_triplets cycles the edit types: each occurs equally often (2000 = 7 * 285 + 5).
     assert min(types.values()) >= N_RATE // 7 and max(types.values()) <= N_RATE // 7 + 1
-    for p, kinds in (("following", FOLLOWING_FLAWS), ("preserving", PRESERVING_FLAWS), ("quality", QUALITY_FLAWS)):
+    # Quality: the planted flaws, and noise where they cannot show (a flat picture); never blocks (version 4).
+    planted_quality = (*PLANTED_QUALITY_FLAWS, "noise")
+    for p, kinds in (("following", FOLLOWING_FLAWS), ("preserving", PRESERVING_FLAWS), ("quality", planted_quality)):
         seen = Counter(t.flaws[p] for t in default_set if t.flaws[p] is not None)
         assert set(seen) == set(kinds), f"{p}: saw {dict(seen)}"
 
@@ -280,7 +283,7 @@ def test_flaws_are_visible_and_perfect_triplets_are_ideal(default_set, custom_se
 
 
 def test_quality_flaw_alone_always_changes_pixels():
-    # Removing the only object leaves a flat image, on which blur or blocky alone change nothing: the
+    # Removing the only object leaves a flat image, on which blur alone changes nothing: the
     # generator must still make the labelled quality flaw visible.
     for i in range(300):
         t = make_triplet(11, i, rates=FlawRates(0, 0, 1), edit_type="Remove")
