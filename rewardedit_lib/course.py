@@ -73,12 +73,12 @@ def read_results(out_dir: str | Path, notebook: str) -> dict:
 #: examples of every score to learn what a score means rather than which triplet carries it. The course's
 #: 700 triplets at the world's default 0.2 gave a flat knob; 3,000 at 0.5 made the model obey its
 #: following and preserving rewards (RESULTS.md, 2026-12-03). 0.5 is the issue's honesty bound: no
-#: perspective is mostly flawed. Quality at 1/3 (rule R4, RESULTS.md, ninth session): world version 3 plants
-#: only flaws an editor can draw (blur, blocks), and at 1/3 as many triplets carry one as in version 2 at 0.5
-#: (where a third of the quality flaws were undrawable noise), so two targets in three stay crisp for following
-#: and preserving as before; at 0.5 following fell.
+#: perspective is mostly flawed. Quality at 0.2, the world's default (rule R6, RESULTS.md, tenth session):
+#: world version 4 plants blur, a flaw an editor can draw, and every blurred target wipes out what following
+#: and preserving are judged on for both models; the following gain fell as the quality rate rose (0.5 and
+#: 1/3 in the ninth session).
 COURSE_N_TRAIN = 3000
-COURSE_FLAW_RATES = "0.5,0.5,0.333"
+COURSE_FLAW_RATES = "0.5,0.5,0.2"
 #: The toy world's flaws that point one way for the same instruction, as generated InstructPix2Pix pairs' flaws
 #: do (notebooks' ``systematic_flaws``): ``colour_leak``, an instruction's colour tinting the background (a
 #: preserving flaw), and ``attribute_confusion``, the instruction's colour, pattern, background or tone confused
