@@ -132,7 +132,9 @@ def test_a_centered_encoder_adds_nothing_at_the_perfect_rewards_and_keeps_them_w
     model.save_pretrained(tmp_path / "m")
     loaded = RewardUNet.from_pretrained(tmp_path / "m").eval()
     assert torch.equal(loaded.reward.reference_text, perfect_text[0])
-    assert torch.equal(run(model, inputs), run(loaded, inputs))
+    # The same function, not the same bits: a model loaded from safetensors may take another CPU kernel path
+    # (seen with diffusers 0.42.1 / safetensors 0.8.0: 1.3e-6 apart); a lost reference text moves it by 0.58.
+    torch.testing.assert_close(run(model, inputs), run(loaded, inputs), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="not centered"):
         models.build("toy").reward.set_reference(torch.ones(3), None)
 
