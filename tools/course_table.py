@@ -2,11 +2,12 @@
 
     python tools/course_table.py runs/toy-cpu [runs/c23-s1 ...]
 
-Reads what ``rewardedit course`` wrote (``eval/baseline``, ``eval/multi-reward``, ``ablations/knob/knob.json``,
-``summary.json``); edits and judges nothing. Prints, per run, the yes % of both models on following /
-preserving / quality, the multi-reward model's (5, 5, 5) minus the baseline per perspective with its
-paired-bootstrap 95 % interval (:func:`rewardedit_lib.evaluate.paired_difference`), the knob per perspective
-(:mod:`rewardedit_lib.knob`), the failure sentences the knob asked for, and the notebooks' seconds.
+Reads what ``rewardedit course`` wrote (``eval/baseline``, ``eval/multi-reward``, every
+``ablations/knob/*/knob.json``, ``summary.json``); edits and judges nothing. Prints, per run, the yes % of both
+models on following / preserving / quality, the multi-reward model's (5, 5, 5) minus the baseline per
+perspective with its paired-bootstrap 95 % interval (:func:`rewardedit_lib.evaluate.difference_text`), each
+reward knob as the course reports it (:class:`rewardedit_lib.knob.KnobReport`) with the failure sentences it
+asked for, and the notebooks' seconds.
 """
 
 from __future__ import annotations
@@ -24,19 +25,14 @@ def row(run: Path) -> str:
     base, multi = E.read_results(run / "eval" / "baseline"), E.read_results(run / "eval" / "multi-reward")
     out = [f"## {run}"]
     for name, rows in (("baseline", base), ("multi-reward", multi)):
-        cells = E.summarize(rows, n_boot=1)["overall"]
-        out.append(f"{name + ' yes % F / P / Q:':<29}" + " / ".join(f"{cells[p]['yes_rate']:.1f}" for p in PERSPECTIVES))
-    diffs = {p: E.paired_difference(multi, base, p) for p in PERSPECTIVES}
-    out.append("difference [95 %]:           " + " / ".join(
-        f"{d['yes_diff']:+.1f} [{d['yes_diff_ci'][0]:+.1f}, {d['yes_diff_ci'][1]:+.1f}] (n {d['n']})"
-        for d in diffs.values()))
+        h = E.headline(E.summarize(rows, n_boot=1))
+        out.append(f"{name} yes % F / P / Q: " + " / ".join(f"{h[p + '_yes_rate']:.1f}" for p in PERSPECTIVES))
+    out.append(E.difference_text({p: E.paired_difference(multi, base, p) for p in PERSPECTIVES},
+                                 "multi-reward (5, 5, 5) - baseline"))
     for knob_json in sorted((run / "ablations" / "knob").glob("*/knob.json")):
         k = read_knob(knob_json.parent)
-        out.append(f"knob ({knob_json.parent.name}):")
-        out.append("knob [95 %]:                 " + " / ".join(
-            f"{c['knob']:+.1f} [{c['knob_ci'][0]:+.1f}, {c['knob_ci'][1]:+.1f}]" for c in k.perspectives.values()))
-        out.append("knob asked: " + " | ".join(k.settings[p]["reward_text"].split("; ")[i]
-                                              for i, p in enumerate(PERSPECTIVES)))
+        asked = [k.settings[p]["reward_text"].split("; ")[i] for i, p in enumerate(PERSPECTIVES)]
+        out += [str(k), "asked for: " + " | ".join(asked)]
     summary = run / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
