@@ -66,7 +66,7 @@ def measure(n: int, seed: int) -> dict[str, tuple[float, float]]:
             sizes["background"].append(background_drift(t.ideal_scene, t.edited))
         if t.flaws["quality"] == "blur" and q.edge_width is not None:
             sizes["blur"].append(q.edge_width)
-    # The world plants noise only where blur and blocks cannot show (generator version 3), but the judge still
+    # The world plants noise only where blur cannot show (generator version 4; 3: blur and blocks), but the judge still
     # names it (a model's grain): its planted size is the world's noise laid on clean edits.
     rng = np.random.default_rng(seed)
     sizes["noise"] = [tj.assess_quality(tw.degrade(t.edited, "noise", rng)).noise_sigma for t in clean]
