@@ -305,12 +305,12 @@ def test_background_shift_feedback() -> None:
 @pytest.mark.parametrize("kind,word", [("noise", "noise"), ("blur", "blurry"), ("blocky", "blocky")])
 def test_quality_feedback(kind: str, word: str) -> None:
     """Each quality flaw as the world makes it fails with its own sentence and score 0 (version 4: a flaw as
-    strong as the world's own is the worst quality); noise, which the world plants only on flat pictures, is
-    laid on perfect edits."""
-    if kind == "noise":
+    strong as the world's own is the worst quality); the flaws the world does not plant on such pictures (noise:
+    only on flat ones; blocks: no longer, world version 4) are laid on perfect edits by the world's own degrade."""
+    if kind not in tw.PLANTED_QUALITY_FLAWS:
         rng = np.random.default_rng(3)
         perfect = [tw.make_triplet(5, i, rates=tw.FlawRates(0, 0, 0), edit_type="Add") for i in range(4)]
-        cases = [(t, tw.degrade(t.edited, "noise", rng)) for t in perfect]
+        cases = [(t, tw.degrade(t.edited, kind, rng)) for t in perfect]
     else:
         cases = [(t, t.edited) for t in find("Add", "quality", kind, 4)]
     for t, edited in cases:
