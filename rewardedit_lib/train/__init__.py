@@ -40,7 +40,8 @@ then ``train.preset``, ``train.train``, ``train.ensure_trained``, ...):
 * :mod:`~rewardedit_lib.train.checkpoints`  checkpoint names, atomic writes, listing, resume checks
 * :mod:`~rewardedit_lib.train.metrics`      ``metrics.jsonl``, ``summary.json``, the live loss lines
 * :mod:`~rewardedit_lib.train.trainer`      :class:`Trainer` (setup, the step, the loop) and :func:`train`
-* :mod:`~rewardedit_lib.train.runs`         :func:`ensure_trained`: train, reuse or resume a run folder
+* :mod:`~rewardedit_lib.train.runs`         :func:`ensure_trained`: train, reuse or resume a run folder;
+  :func:`ensure_trained_all`: several, side by side on a CPU's cores
 """
 
 from .checkpoints import CHECKPOINT_PREFIX, MODEL_SUBDIR, find_checkpoint, list_checkpoints
@@ -51,7 +52,7 @@ from .errors import TimeLimitReached, TrainingError
 from .metrics import loss_lines, read_metrics
 from .presets import PRESETS, PRESETS_FILE, TOY_STAGE1, load_presets, preset
 from .runs import _run_record  # noqa: F401 -- not public: tests write run.json as ensure_trained does
-from .runs import ensure_trained
+from .runs import RunSpec, ensure_trained, ensure_trained_all
 from .step_plan import StepPlan, example_order, plan_step
 from .trainer import Trainer, TrainResult, train, training_target
 
@@ -67,5 +68,5 @@ __all__ = [
     # checkpoints and the log
     "CHECKPOINT_PREFIX", "MODEL_SUBDIR", "find_checkpoint", "list_checkpoints", "loss_lines", "read_metrics",
     # training
-    "Trainer", "TrainResult", "train", "training_target", "ensure_trained",
+    "Trainer", "TrainResult", "train", "training_target", "ensure_trained", "RunSpec", "ensure_trained_all",
 ]

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..plumbing import atomic_write_json, read_json
 from .checkpoints import MODEL_SUBDIR, list_checkpoints
 from .config import TrainConfig
 from .errors import TimeLimitReached, TrainingError
-from .metrics import SUMMARY_FILE, read_metrics, read_summary
+from .metrics import SUMMARY_FILE, loss_lines, read_metrics, read_summary
 from .presets import TOY_STAGE1
 from .trainer import TrainResult, train
 
@@ -104,3 +104,52 @@ def ensure_trained(config: TrainConfig, data_dir: str | Path, out_dir: str | Pat
         raise TimeLimitReached(f"{out}: the time limit of {time_limit_s:.0f} s stopped training at step "
                                f"{result.steps} of {config.max_steps}; the checkpoint is saved: {again} {result.steps}")
     return result
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run for :func:`ensure_trained_all`: what :func:`ensure_trained` takes."""
+
+    config: TrainConfig
+    data_dir: Path
+    out_dir: Path
+    rewards_path: Path | None = None
+
+
+def _ensure_trained_job(name: str, spec: RunSpec, every: int, time_limit_s: float | None,
+                        write: Callable[[str], None]) -> TrainResult:
+    """One run of :func:`ensure_trained_all`, with its loss lines (in a worker process or here)."""
+    return ensure_trained(spec.config, spec.data_dir, spec.out_dir, spec.rewards_path, progress=False,
+                          step_callback=loss_lines(name, spec.config.max_steps, every=every, write=write),
+                          time_limit_s=time_limit_s)
+
+
+def ensure_trained_all(runs: Mapping[str, RunSpec], *, workers: int | str = "auto",
+                       time_limit_s: float | None = None, lines: int = 6,
+                       write: Callable[[str], None] = print) -> dict[str, TrainResult]:
+    """:func:`ensure_trained` for each named run, side by side on a CPU's cores when that is faster
+    (:func:`rewardedit_lib.parallel.plan_split`; on a GPU one after the other), each writing ``lines`` loss
+    lines through ``write`` (prefixed with its name). Notebook 04's two models.
+
+    ``time_limit_s`` is one limit for the whole call: side by side every run gets all of it; one after the
+    other each gets what the runs before it left. If a run fails or hits the limit, the others still finish
+    (or save their checkpoint), then the first failure is raised: running the same call again reuses the
+    finished runs and resumes the rest."""
+    import torch
+
+    from .. import parallel, runtime
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    split = parallel.plan_split(len(runs), device, workers)
+    every = lambda spec: max(10, spec.config.max_steps // max(1, lines))  # noqa: E731
+    if split.side_by_side:
+        jobs = [dict(name=name, spec=spec, every=every(spec), time_limit_s=time_limit_s)
+                for name, spec in runs.items()]
+        write(f"training {split.describe(len(runs))}")
+        results = parallel.run_jobs(_ensure_trained_job, jobs, split, write)
+        return dict(zip(runs, results))
+    budget = runtime.TimeBudget(time_limit_s)
+    out: dict[str, TrainResult] = {}
+    for name, spec in runs.items():
+        out[name] = _ensure_trained_job(name, spec, every(spec), budget.left(), write)
+    return out
