@@ -26,10 +26,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-#: ``workers`` values :func:`plan_split` accepts besides a positive number of processes.
-WORKER_CHOICES = ("auto",)
-
-
 @dataclass(frozen=True)
 class Split:
     """How :func:`run_jobs` runs its jobs: ``workers`` processes (1: one after the other, in this process)

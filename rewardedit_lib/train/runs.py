@@ -116,9 +116,10 @@ class RunSpec:
     rewards_path: Path | None = None
 
 
-def _ensure_trained_job(name: str, spec: RunSpec, every: int, time_limit_s: float | None,
+def _ensure_trained_job(name: str, spec: RunSpec, lines: int, time_limit_s: float | None,
                         write: Callable[[str], None]) -> TrainResult:
-    """One run of :func:`ensure_trained_all`, with its loss lines (in a worker process or here)."""
+    """One run of :func:`ensure_trained_all`, with ``lines`` loss lines (in a worker process or here)."""
+    every = max(10, spec.config.max_steps // max(1, lines))
     return ensure_trained(spec.config, spec.data_dir, spec.out_dir, spec.rewards_path, progress=False,
                           step_callback=loss_lines(name, spec.config.max_steps, every=every, write=write),
                           time_limit_s=time_limit_s)
@@ -141,9 +142,8 @@ def ensure_trained_all(runs: Mapping[str, RunSpec], *, workers: int | str = "aut
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     split = parallel.plan_split(len(runs), device, workers)
-    every = lambda spec: max(10, spec.config.max_steps // max(1, lines))  # noqa: E731
     if split.side_by_side:
-        jobs = [dict(name=name, spec=spec, every=every(spec), time_limit_s=time_limit_s)
+        jobs = [dict(name=name, spec=spec, lines=lines, time_limit_s=time_limit_s)
                 for name, spec in runs.items()]
         write(f"training {split.describe(len(runs))}")
         results = parallel.run_jobs(_ensure_trained_job, jobs, split, write)
@@ -151,5 +151,5 @@ def ensure_trained_all(runs: Mapping[str, RunSpec], *, workers: int | str = "aut
     budget = runtime.TimeBudget(time_limit_s)
     out: dict[str, TrainResult] = {}
     for name, spec in runs.items():
-        out[name] = _ensure_trained_job(name, spec, every(spec), budget.left(), write)
+        out[name] = _ensure_trained_job(name, spec, lines, budget.left(), write)
     return out
