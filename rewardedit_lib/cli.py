@@ -153,7 +153,8 @@ def _cmd_judge_server(args: argparse.Namespace) -> int:
 
     model = TOY_JUDGE_MODEL if args.model is None else args.model
     return main_serve(args.host, args.port, model=model, latency=args.latency,
-                      fault_rates=_parse_faults(args.faults), seed=args.seed, quiet=args.quiet)
+                      fault_rates=_parse_faults(args.faults), seed=args.seed, quiet=args.quiet,
+                      stop_on_stdin_eof=args.stop_on_stdin_eof)
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
@@ -430,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inject faults for demos and tests, e.g. 429=0.1,500=0.05,timeout=0.05,malformed=0.05")
     s.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
     s.add_argument("--quiet", action="store_true", help="don't log request lines to stderr")
+    s.add_argument("--stop-on-stdin-eof", action="store_true",
+                   help="also stop when standard input closes (for a parent process that starts it on a pipe)")
     s.set_defaults(func=_cmd_judge_server)
 
     s = sub.add_parser("annotate", help="score every triplet from three perspectives with a judge; resumable",

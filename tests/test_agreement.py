@@ -85,3 +85,70 @@ def test_judge_endpoint_starts_a_local_server_only_when_no_url_is_given():
             assert b"toy-judge" in r.read()
     with judge_endpoint("https://example.invalid/v1") as url:
         assert url == "https://example.invalid/v1"
+
+
+def test_judge_endpoint_in_its_own_process_answers_alike_and_stops_with_the_block(tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from rewardedit_lib.judge.annotate import annotate
+    from rewardedit_lib.judge.request import TOY_JUDGE_MODEL
+    from rewardedit_lib.toy.endpoint import client_options
+
+    toyworld.write_toy_dataset(tmp_path / "d", n=7, seed=3, rates=toyworld.FlawRates(0.5, 0.5, 0.5))
+    rewards = {}
+    for own in (True, False):
+        out = tmp_path / f"own-{own}" / "rewards.json"
+        with judge_endpoint(None, own_process=own) as url:
+            result = annotate(tmp_path / "d", out, base_url=url, model=TOY_JUDGE_MODEL, progress=False, log=None,
+                              **client_options(TOY_JUDGE_MODEL))
+        assert result.failed == 0
+        rewards[own] = json.loads(out.read_text())
+    assert rewards[True] == rewards[False] and len(rewards[True]) == 7
+    assert {e["Score"] for v in rewards[True].values() for e in v} != {5}  # flawed triplets were judged as such
+    with pytest.raises(urllib.error.URLError):  # the server process stopped with the block
+        urllib.request.urlopen(url + "/models", timeout=5)
+
+
+def test_judge_endpoint_refuses_server_options_in_its_own_process_and_says_why_a_server_did_not_start(monkeypatch):
+    import sys
+
+    with pytest.raises(ValueError, match=r"\['latency'\] need the in-process server"):
+        with judge_endpoint(None, own_process=True, latency=0.1):
+            pass
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # a "python" that exits at once, saying nothing
+    with pytest.raises(RuntimeError, match=r"did not start .*exit code 1.*it said: nothing"):
+        with judge_endpoint(None, own_process=True):
+            pass
+
+
+def test_a_judge_server_process_does_not_outlive_a_caller_killed_with_sigkill():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    script = ("import sys, time; from rewardedit_lib.toy.endpoint import judge_endpoint\n"
+              "with judge_endpoint(None, own_process=True) as url:\n"
+              "    print(url, flush=True); time.sleep(600)\n")
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        url = caller.stdout.readline().strip()
+        with urllib.request.urlopen(url + "/models", timeout=10) as r:
+            assert b"toy-judge" in r.read()
+    finally:
+        os.kill(caller.pid, signal.SIGKILL)  # no `finally`, no atexit: only the OS closes its pipes
+        caller.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2).close()
+        except urllib.error.URLError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the judge server at {url} still answers 15 s after its caller was killed")

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import signal
 import socket
@@ -535,11 +536,15 @@ class ToyJudgeServer:
 
 def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = client.TOY_JUDGE_MODEL, latency: float = 0.0,
                fault_rates: FaultRates | Mapping[str, float] | None = None, seed: int = 0,
-               timeout_sleep: float = 30.0, quiet: bool = False) -> int:
+               timeout_sleep: float = 30.0, quiet: bool = False, stop_on_stdin_eof: bool = False) -> int:
     """Serve the toy judge in the foreground until Ctrl-C or SIGTERM (``rewardedit judge-server``); prints the
     base URL first. Returns the exit status (0).
 
     Request lines (method, path, status -- never headers or keys) go to stderr unless ``quiet``.
+    ``stop_on_stdin_eof``: also stop when standard input closes. Why: a process that starts the server on a
+    pipe (:func:`rewardedit_lib.toy.endpoint.judge_endpoint`) stops it by closing the pipe, and the operating
+    system closes it when that process dies in any way (``kill -9``, a restarted notebook kernel), so no
+    orphaned server is left holding a port.
     """
     log = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     srv = ToyJudgeServer(host, port, model=model, latency=latency, fault_rates=fault_rates, seed=seed,
@@ -547,12 +552,23 @@ def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = client.TO
     print(f"Toy judge (model {model!r}) serving at {srv.base_url} -- Ctrl-C to stop", flush=True)
     print(f"  point the openai client at it: OpenAI(base_url={srv.base_url!r}, api_key='unused')", flush=True)
     previous = None
-    if threading.current_thread() is threading.main_thread():  # `kill` stops it as cleanly as Ctrl-C
+    handles_term = threading.current_thread() is threading.main_thread()
+    if handles_term:  # `kill` stops it as cleanly as Ctrl-C
 
         def on_term(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGTERM, on_term)
+    if stop_on_stdin_eof:
+
+        def close_at_eof() -> None:
+            sys.stdin.buffer.read()  # returns at end of file: the other end of the pipe closed
+            if handles_term:  # the same clean stop as SIGTERM, in the main thread
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                srv.close()
+
+        threading.Thread(target=close_at_eof, name="stdin-eof", daemon=True).start()
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
