@@ -74,6 +74,7 @@ def _edge_widths(x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.int32)
     out: list[float] = []
+    hard = 0.9 - 0.1  # what the interpolation below reads off a one-step run (most edges of a drawing)
     for a in (x, x.transpose(1, 0, 2)):
         d = np.diff(a, axis=1)
         sign = np.where(d > _EDGE_STEP, 1, np.where(d < -_EDGE_STEP, -1, 0))
@@ -83,6 +84,10 @@ def _edge_widths(x: np.ndarray) -> np.ndarray:
             cut = np.flatnonzero(np.diff(s) != 0) + 1
             for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(s)]):
                 if s[lo] == 0:
+                    continue
+                if hi == lo + 1:  # one step: f = (0, 1) and the rise is exactly 0.9 - 0.1, no interpolation
+                    if abs(int(a[r, hi, c]) - int(a[r, lo, c])) >= _EDGE_JUMP:
+                        out.append(hard)
                     continue
                 v = a[r, lo:hi + 1, c].astype(np.float64)
                 if abs(v[-1] - v[0]) < _EDGE_JUMP:
