@@ -231,6 +231,25 @@ def test_deterministic_and_input_format_independent() -> None:
     assert first == again == from_png == from_pil
 
 
+
+#: sha256 of every answer (both modes, three perspectives) of toy judge version 4 on 140 flawed triplets of
+#: world version 4. An answer changes only with JUDGE_VERSION (the answer cache keys on it): a change to the
+#: judge's code that is meant to keep its answers (a speed-up) must leave this digest as it is.
+PINNED_ANSWERS = {"toy-judge-4": "e17a9105dfd1fdb4ce22d2cbb697a9f6f82f60c0f82b9e7591e7e43292733a94"}
+
+
+def test_answers_are_pinned_to_the_judge_version() -> None:
+    import hashlib
+
+    tj.clear_caches()
+    ts = list(tw.iter_triplets(140, seed=21, rates=tw.FlawRates(0.5, 0.5, 0.5)))
+    answers = [tj.judge(t.instruction, t.source, t.edited, p, m)
+               for t in ts for p in PERSPECTIVES for m in ("annotate", "evaluate")]
+    assert sum(a["score"] < 5 for a in answers) > 200  # the flawed triplets exercise the explanation search
+    digest = hashlib.sha256(json.dumps(answers, sort_keys=True).encode()).hexdigest()
+    assert digest == PINNED_ANSWERS.get(tj.JUDGE_VERSION), (
+        f"toy judge {tj.JUDGE_VERSION} answers differently ({digest}): bump JUDGE_VERSION if that is meant")
+
 # --------------------------------------------------------------------------------------------------
 # Feedback names the concrete failure
 # --------------------------------------------------------------------------------------------------
