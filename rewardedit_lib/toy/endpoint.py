@@ -40,8 +40,8 @@ def judge_endpoint(base_url: str | None = None, model: str = TOY_JUDGE_MODEL, *,
     runs as ``rewardedit judge-server`` in a process of its own. Why: the judge's pixel work and the client's
     request handling then run on two cores instead of taking turns under one interpreter lock -- annotating
     the course's 3,000 toy triplets (9,000 requests) took 44 s against 53-57 s in-process on 2 cores
-    (RESULTS.md, twelfth session). The answers are the same either way (tested). ``server_options`` (injected latency, faults) need the
-    in-process :class:`~.server.ToyJudgeServer`."""
+    (RESULTS.md, twelfth session). The answers are the same either way (tested). ``server_options``
+    (injected latency, faults) need the in-process :class:`~.server.ToyJudgeServer`."""
     if base_url:
         yield base_url
         return
@@ -81,7 +81,9 @@ def _server_process(model: str) -> Iterator[str]:
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first: list[str] = []
-        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        stdout = proc.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: first.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(SERVER_START_TIMEOUT_S)
         found = re.search(r"serving at (http://\S+/v1)", first[0]) if first else None
