@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -566,8 +567,10 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
                      judge: Mapping[str, Any], batch_size: int, n_boot: int,
                      progress: bool) -> dict[str | Path, EvalReport]:
     """:func:`evaluate_many` on a loaded pipeline (``model_id``: what its folders record as the model;
-    ``judge``: :func:`judge_edits`' judge arguments, from :func:`~.judge.paper_protocol.judge_arguments`)."""
-    from .judge.paper_protocol import judge_record
+    ``judge``: :func:`judge_edits`' judge arguments, from :func:`~.judge.paper_protocol.judge_arguments`).
+    The local toy judge serves every setting from one server: started once, not once per setting (a sweep of
+    18 settings spent 8 s starting servers in their own processes)."""
+    from .toy import endpoint as toy_endpoint
 
     base = settings or default_settings(pipe)
     chosen = {key: replace(base, **(changes or {})) for key, changes in runs.items()}
@@ -578,17 +581,35 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
     edit_s = time.perf_counter() - t0
     total = sum(needed.values())
     reports = {}
-    for (key, s), job_edits in zip(chosen.items(), edits):
-        out = Path(key)
-        t1 = time.perf_counter()
-        rows = judge_edits(items, job_edits, out / "judge", progress=progress, **judge)
-        t2 = time.perf_counter()
-        atomic_write_jsonl(out / "results.jsonl", rows, ensure_ascii=False)
-        summary = summarize(rows, n_boot=n_boot)
-        summary["settings"] = s.to_json()
-        summary["protocol"] = judge["protocol"]  # "kit" or "paper": numbers of the two are never comparable
-        summary["judge"] = judge_record(judge)
-        atomic_write_json(out / "summary.json", summary, indent=1, trailing_newline=False)
-        share = edit_s * needed[key] / total if total else 0.0
-        reports[key] = EvalReport(out, rows, summary, s, share, t2 - t1)
+    with ExitStack() as stack:
+        judge_now = dict(judge)
+        if _local_toy_judge(judge) and len(chosen) > 1:  # one local server for every setting, started once
+            judge_now.update(base_url=stack.enter_context(toy_endpoint.judge_endpoint(None)),
+                             judge_model=TOY_JUDGE_MODEL)
+        for (key, s), job_edits in zip(chosen.items(), edits):
+            out = Path(key)
+            t1 = time.perf_counter()
+            rows = judge_edits(items, job_edits, out / "judge", progress=progress, **judge_now)
+            t2 = time.perf_counter()
+            reports[key] = _write_report(out, rows, s, judge, n_boot, edit_s * needed[key] / total if total else 0.0,
+                                         t2 - t1)
     return reports
+
+
+def _local_toy_judge(judge: Mapping[str, Any]) -> bool:
+    """These judge arguments mean the local toy judge (no URL, no Azure, the kit's protocol)."""
+    return (judge["base_url"] is None and not judge["client_options"].get("azure_api_version")
+            and judge["protocol"] == "kit")
+
+
+def _write_report(out: Path, rows: list[dict], s: EditSettings, judge: Mapping[str, Any], n_boot: int,
+                  edit_s: float, judge_s: float) -> EvalReport:
+    from .judge.paper_protocol import judge_record
+
+    atomic_write_jsonl(out / "results.jsonl", rows, ensure_ascii=False)
+    summary = summarize(rows, n_boot=n_boot)
+    summary["settings"] = s.to_json()
+    summary["protocol"] = judge["protocol"]  # "kit" or "paper": numbers of the two are never comparable
+    summary["judge"] = judge_record(judge)
+    atomic_write_json(out / "summary.json", summary, indent=1, trailing_newline=False)
+    return EvalReport(out, rows, summary, s, edit_s, judge_s)

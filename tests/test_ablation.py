@@ -225,6 +225,29 @@ def test_rerunning_a_sweep_edits_nothing_and_other_settings_in_a_folder_are_refu
                         limit=1, progress=False)
 
 
+
+def test_a_sweep_starts_the_local_judge_once_and_records_it_as_the_local_toy_judge(model_dir, bench, tmp_path,
+                                                                                    monkeypatch):
+    import contextlib
+
+    from rewardedit_lib.toy import endpoint
+
+    starts = []
+    real = endpoint.judge_endpoint
+
+    @contextlib.contextmanager
+    def counting(base_url=None, *args, **kwargs):
+        starts.append(base_url)
+        with real(base_url, *args, **kwargs) as url:
+            yield url
+
+    monkeypatch.setattr(endpoint, "judge_endpoint", counting)
+    reports = A.run_sweeps(model_dir, bench, tmp_path, SWEEPS, steps=2, limit=3, n_boot=50)
+    assert starts.count(None) == 1  # one local server for the three settings
+    for rep in reports.values():
+        assert rep.summary["judge"] == {"base_url": "local toy judge", "protocol": "kit", "model": "toy-judge"}
+        assert all(r[p] is not None for r in rep.rows for p in ("following", "preserving", "quality"))
+
 # --------------------------------------------------------------------------------------------------
 # Results: rows, table, series (on hand-made reports with known numbers)
 # --------------------------------------------------------------------------------------------------
