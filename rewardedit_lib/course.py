@@ -281,6 +281,9 @@ NULL_DEFAULT_TYPES: dict[str, type] = {
     "train_steps": int, "validate_every": int, "steps": int, "sweep_steps": int, "limit": int,
     "time_limit": float,
 }
+#: Parameters that take a word besides values of one kind, whatever their default says (the default may be
+#: either): ``train_workers`` is a number of processes or "auto".
+WORD_PARAMETERS: dict[str, tuple[type, tuple[str, ...]]] = {"train_workers": (int, ("auto",))}
 _KIND_NAMES: dict[type, str] = {bool: "a bool (true or false)", int: "an int", float: "a float (a number)",
                                 str: "a string", list: "a list", dict: "a mapping"}
 _NULL_WORDS = ("null", "none", "~")
@@ -296,6 +299,7 @@ class ParameterType:
     nullable: bool
     items: tuple[type, ...] = ()
     default: str = ""
+    words: tuple[str, ...] = ()  # words it takes besides its kinds (WORD_PARAMETERS)
 
     def describe(self) -> str:
         if not self.kinds:
@@ -306,7 +310,8 @@ class ParameterType:
             if kind is list and self.items:
                 name += " of " + " or ".join(k.__name__ for k in self.items)
             names.append(name)
-        return " or ".join(names + (["None"] if self.nullable else []))
+        words = [repr(w) for w in self.words]
+        return " or ".join(names + words + (["None"] if self.nullable else []))
 
 
 def _kind_of(value: Any) -> type | None:
@@ -323,6 +328,9 @@ def parameter_type(name: str, default: Any) -> ParameterType:
     import ast
 
     text = default if isinstance(default, str) else repr(default)
+    if name in WORD_PARAMETERS:
+        kind, words = WORD_PARAMETERS[name]
+        return ParameterType((kind,), False, default=text, words=words)
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -414,6 +422,8 @@ def coerce_parameter(value: Any, ptype: ParameterType) -> Any:
 
     Why here and not in the notebook: a wrong type found by the runner costs nothing; found by papermill in
     notebook 04 it costs the hour of notebooks before it."""
+    if isinstance(value, str) and value.strip() in ptype.words:
+        return value.strip()
     if isinstance(value, SetValue):
         if value.strip().lower() in _NULL_WORDS and (ptype.nullable or str not in ptype.kinds):
             value = None  # null, None, ~ (a string parameter that cannot be None keeps the word)

@@ -337,6 +337,20 @@ def test_coerce_parameter_accepts_what_fits_and_refuses_the_rest():
     assert c(S("whatever: [1]"), pt("mystery", "None")) == {"whatever": [1]}  # untyped: YAML, as before
 
 
+
+def test_train_workers_takes_a_number_or_auto_from_the_command_line(tmp_path):
+    """notebook 04's train_workers: a number of processes, or "auto" (what the README tells a user to --set)."""
+    c, pt, S = course.coerce_parameter, course.parameter_type, course.SetValue
+    for default in ("1", '"auto"'):  # whichever the notebook defaults to
+        t = pt("train_workers", default)
+        assert c(S("auto"), t) == "auto" and c(S("2"), t) == 2 and c(1, t) == 1
+        for bad in (S("autoo"), S("1.5"), S("null")):
+            with pytest.raises(ValueError, match="an int or 'auto'"):
+                c(bad, t)
+    plan = course.plan_course("toy-cpu", tmp_path / "run", notebooks_dir=NOTEBOOKS,
+                              overrides=course.parse_overrides(["train_workers=auto"], raw=True))
+    assert dict((nb.stem, p) for nb, p in plan.steps)["04_training"]["train_workers"] == "auto"
+
 def test_every_parameter_with_only_none_defaults_has_a_type():
     """A new notebook parameter defaulting to None must say what it takes (NULL_DEFAULT_TYPES), or --set
     could pass anything to it."""
