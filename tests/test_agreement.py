@@ -89,7 +89,6 @@ def test_judge_endpoint_starts_a_local_server_only_when_no_url_is_given():
 
 def test_judge_endpoint_in_its_own_process_answers_alike_and_stops_with_the_block(tmp_path):
     import json
-    import urllib.error
     import urllib.request
 
     from rewardedit_lib.judge.annotate import annotate
@@ -107,12 +106,13 @@ def test_judge_endpoint_in_its_own_process_answers_alike_and_stops_with_the_bloc
         rewards[own] = json.loads(out.read_text())
     assert rewards[True] == rewards[False] and len(rewards[True]) == 7
     assert {e["Score"] for v in rewards[True].values() for e in v} != {5}  # flawed triplets were judged as such
-    with pytest.raises(urllib.error.URLError):  # the server process stopped with the block
+    with pytest.raises(OSError):  # the server process stopped with the block: refused
         urllib.request.urlopen(url + "/models", timeout=5)
 
 
 def test_judge_endpoint_refuses_server_options_in_its_own_process_and_says_why_a_server_did_not_start(monkeypatch):
     import sys
+    import urllib.request
 
     with pytest.raises(ValueError, match=r"\['latency'\] need the in-process server"):
         with judge_endpoint(None, own_process=True, latency=0.1):
@@ -121,6 +121,12 @@ def test_judge_endpoint_refuses_server_options_in_its_own_process_and_says_why_a
     with pytest.raises(RuntimeError, match=r"did not start .*exit code 1.*it said: nothing"):
         with judge_endpoint(None, own_process=True):
             pass
+    # by default (not asked for) a server process that does not start falls back to the in-process server
+    monkeypatch.setattr("rewardedit_lib.parallel.cpu_cores", lambda: 2)
+    with pytest.warns(RuntimeWarning, match="did not start .* judging in this process instead"):
+        with judge_endpoint(None) as url:
+            with urllib.request.urlopen(url + "/models", timeout=10) as r:
+                assert b"toy-judge" in r.read()
 
 
 def test_a_judge_server_process_does_not_outlive_a_caller_killed_with_sigkill():
@@ -129,7 +135,6 @@ def test_a_judge_server_process_does_not_outlive_a_caller_killed_with_sigkill():
     import subprocess
     import sys
     import time
-    import urllib.error
     import urllib.request
 
     script = ("import sys, time; from rewardedit_lib.toy.endpoint import judge_endpoint\n"
@@ -147,7 +152,7 @@ def test_a_judge_server_process_does_not_outlive_a_caller_killed_with_sigkill():
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/models", timeout=2).close()
-        except urllib.error.URLError:
+        except OSError:  # refused (URLError), or reset by a server on its way out
             break
         time.sleep(0.1)
     else:

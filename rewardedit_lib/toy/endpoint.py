@@ -45,6 +45,7 @@ def judge_endpoint(base_url: str | None = None, model: str = TOY_JUDGE_MODEL, *,
     if base_url:
         yield base_url
         return
+    chosen = own_process is not None
     if own_process is None:
         from ..parallel import cpu_cores
 
@@ -52,9 +53,18 @@ def judge_endpoint(base_url: str | None = None, model: str = TOY_JUDGE_MODEL, *,
     if own_process:
         if server_options:
             raise ValueError(f"server options {sorted(server_options)} need the in-process server (own_process=False)")
-        with _server_process(model) as url:
-            yield url
-        return
+        with contextlib.ExitStack() as stack:
+            try:
+                url = stack.enter_context(_server_process(model))
+            except RuntimeError as e:
+                if chosen:
+                    raise
+                import warnings
+
+                warnings.warn(f"{e} -- judging in this process instead", RuntimeWarning, stacklevel=3)
+            else:
+                yield url
+                return
     from .server import ToyJudgeServer  # the server (aiohttp, threads) only when one is needed
 
     with ToyJudgeServer(model=model, **server_options) as srv:
