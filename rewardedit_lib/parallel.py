@@ -78,6 +78,16 @@ def _worker_main() -> None:
     import pickle
 
     job = pickle.load(sys.stdin.buffer)
+    # The caller keeps the pipe open while it waits for this job; it closes when the caller stops waiting or
+    # dies in any way (kill -9, a restarted notebook kernel): then this worker stops too, leaving what it saved.
+    import threading
+
+    def stop_at_eof() -> None:
+        sys.stdin.buffer.read()
+        print("the caller is gone: stopping this worker", file=sys.stderr, flush=True)
+        os._exit(75)
+
+    threading.Thread(target=stop_at_eof, name="caller-watch", daemon=True).start()
     import torch
 
     torch.set_num_threads(job["threads"])
@@ -140,42 +150,64 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], split: S
     with tempfile.TemporaryDirectory(prefix="rewardedit-jobs-") as tmp:
         pending = list(enumerate(jobs))
         running: list[tuple[int, subprocess.Popen, threading.Thread, Path, Path]] = []
-        while pending or running:
-            while pending and len(running) < split.workers:
-                i, job = pending.pop(0)
-                result_path, log_path = Path(tmp) / f"job-{i}.pkl", Path(tmp) / f"job-{i}.stderr"
-                with open(log_path, "wb") as log:
-                    proc = subprocess.Popen([sys.executable, "-c", "from rewardedit_lib.parallel import _worker_main; "
-                                             "_worker_main()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=log, env=env, text=False)
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(pickle.dumps({"fn": fn, "kwargs": dict(job), "threads": split.threads,
-                                               "result_path": str(result_path)}))
-                proc.stdin.close()
-                reader = threading.Thread(target=_forward, args=(proc.stdout, lines), daemon=True)
-                reader.start()
-                running.append((i, proc, reader, result_path, log_path))
-            _drain(lines, write, timeout=0.5)
-            for entry in [e for e in running if e[1].poll() is not None]:
-                i, proc, reader, result_path, log_path = entry
-                reader.join()
-                running.remove(entry)
-                if result_path.exists():
-                    with open(result_path, "rb") as f:
-                        ok, value = pickle.load(f)
-                    if ok:
-                        results[i] = value
+        try:
+            while pending or running:
+                while pending and len(running) < split.workers:
+                    i, job = pending.pop(0)
+                    result_path, log_path = Path(tmp) / f"job-{i}.pkl", Path(tmp) / f"job-{i}.stderr"
+                    with open(log_path, "wb") as log:
+                        proc = subprocess.Popen([sys.executable, "-c", "from rewardedit_lib.parallel import "
+                                                 "_worker_main; _worker_main()"], stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE, stderr=log, env=env, text=False)
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write(pickle.dumps({"fn": fn, "kwargs": dict(job), "threads": split.threads,
+                                                   "result_path": str(result_path)}))
+                    proc.stdin.flush()  # and kept open: the worker stops when it closes (see _worker_main)
+                    reader = threading.Thread(target=_forward, args=(proc.stdout, lines), daemon=True)
+                    reader.start()
+                    running.append((i, proc, reader, result_path, log_path))
+                _drain(lines, write, timeout=0.5)
+                for entry in [e for e in running if e[1].poll() is not None]:
+                    i, proc, reader, result_path, log_path = entry
+                    reader.join()
+                    running.remove(entry)
+                    _stop(proc)
+                    if result_path.exists():
+                        with open(result_path, "rb") as f:
+                            ok, value = pickle.load(f)
+                        if ok:
+                            results[i] = value
+                        else:
+                            failures[i] = value
                     else:
-                        failures[i] = value
-                else:
-                    tail = log_path.read_text(errors="replace")[-3000:]
-                    failures[i] = RuntimeError(f"job {i} of {len(jobs)} ({getattr(fn, '__name__', fn)}) ended "
-                                               f"without a result (exit code {proc.returncode}); its stderr ends:\n{tail}")
+                        tail = log_path.read_text(errors="replace")[-3000:]
+                        failures[i] = RuntimeError(
+                            f"job {i} of {len(jobs)} ({getattr(fn, '__name__', fn)}) ended without a result "
+                            f"(exit code {proc.returncode}); its stderr ends:\n{tail}")
+        finally:  # an interrupt (or any error) in this loop stops the workers still running: none is left behind
+            for _, proc, _, _, _ in running:
+                _stop(proc)
         _drain(lines, write)
     for err in failures:
         if err is not None:
             raise err
     return results
+
+
+def _stop(proc: Any, grace_s: float = 10.0) -> None:
+    """Close a worker's pipe (a running worker stops at once, see :func:`_worker_main`); kill it if it has not
+    ended within ``grace_s``."""
+    import subprocess
+
+    try:
+        proc.stdin.close()
+    except OSError:  # the worker is gone and the pipe broken
+        pass
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _forward(stream: Any, lines: queue_mod.Queue) -> None:

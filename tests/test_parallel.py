@@ -79,3 +79,76 @@ def test_one_after_the_other_shares_the_time_limit(data, tmp_path):
     runs = T.ensure_trained_all(specs, workers=1, write=lambda line: None)
     assert runs["a"].resumed_from == 1 and runs["b"].steps == 2
     assert torch.get_num_threads() == threads  # in this process, on its own threads: no worker's share was taken
+
+
+# --------------------------------------------------------------------------------------------------
+# No worker outlives the wait for it
+# --------------------------------------------------------------------------------------------------
+def sleeping_job(seconds: float, write) -> None:
+    """A job for the tests below (a worker imports it from this module): says its pid, then sleeps."""
+    import os
+    import time
+
+    write(f"pid {os.getpid()}")
+    time.sleep(seconds)
+
+
+def _path_with_tests() -> str:
+    import os
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    return os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
+
+
+def _gone(pids: list[int], within_s: float) -> bool:
+    """Every pid has ended (a zombie left for init to reap counts as ended) within ``within_s``."""
+    import time
+    from pathlib import Path
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_stop_when_their_caller_is_killed():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    caller = ("from rewardedit_lib import parallel; import test_parallel as t\n"
+              "parallel.run_jobs(t.sleeping_job, [{'seconds': 300}, {'seconds': 300}], parallel.Split(2, 1))\n")
+    proc = subprocess.Popen([sys.executable, "-c", caller], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": _path_with_tests()})
+    try:
+        pids = sorted(int(proc.stdout.readline().split()[1]) for _ in range(2))
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # no finally, no atexit in the caller: only its pipes close
+        proc.wait()
+    assert _gone(pids, 15), f"workers {pids} still run 15 s after their caller was killed"
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_an_interrupt_in_the_caller_stops_its_workers(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _path_with_tests())
+    pids: list[int] = []
+
+    def write(line: str) -> None:
+        pids.append(int(line.split()[1]))
+        if len(pids) == 2:
+            raise KeyboardInterrupt  # what a notebook's "interrupt kernel" raises in the waiting caller
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_jobs(sleeping_job, [{"seconds": 300}, {"seconds": 300}], parallel.Split(2, 1), write=write)
+    assert _gone(pids, 5), f"workers {pids} still run after the caller was interrupted"
