@@ -310,8 +310,8 @@ def _explain(src: Scene, spec: EditSpec, hyp: _Hyp, intact: View, bg_changed: bo
     moved or changed colour, and did the background change? Returns its findings and its cost (the error
     left over plus a price per finding). ``appeared`` memoises, across the stories of one edited image, how
     far each free cell stands out from the background the image shows: with ``got_bg`` it depends on the cell
-    alone, so it is measured once per cell, not once per story and cell (the same answers, a sixth less time
-    on a course's edits: ``tools/judge_answers.py``)."""
+    alone, so it is measured once per cell, not once per story and cell (the same answers in less time:
+    ``tools/judge_answers.py``, RESULTS.md twelfth session)."""
     size = src.size
     exempt, free, cores = _layout(src, spec, hyp)
 
