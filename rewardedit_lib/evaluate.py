@@ -38,7 +38,7 @@ import torch
 from . import runtime
 from .formats import EDIT_TYPES, PERSPECTIVES, BenchItem, DataError, read_real_edit
 from .judge.client import TOY_JUDGE_MODEL, AnswerCache, JudgeClient, judge_many, run_sync
-from .judge.paper_protocol import judge_arguments
+from .judge.paper_protocol import judge_arguments, judge_is_local
 from .guidance import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, LOW_SCORES
 from .models import CONFIG_SETTINGS
 from .pipeline import DEFAULT_REWARD_TEXT, DEFAULT_STEPS, PERFECT_SCORES, RewardEditPipeline
@@ -583,7 +583,7 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
     reports = {}
     with ExitStack() as stack:
         judge_now = dict(judge)
-        if _local_toy_judge(judge) and len(chosen) > 1:  # one local server for every setting, started once
+        if judge_is_local(judge) and judge["protocol"] == "kit" and len(chosen) > 1:  # one server, started once
             judge_now.update(base_url=stack.enter_context(toy_endpoint.judge_endpoint(None)),
                              judge_model=TOY_JUDGE_MODEL)
         for (key, s), job_edits in zip(chosen.items(), edits):
@@ -594,12 +594,6 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
             reports[key] = _write_report(out, rows, s, judge, n_boot, edit_s * needed[key] / total if total else 0.0,
                                          t2 - t1)
     return reports
-
-
-def _local_toy_judge(judge: Mapping[str, Any]) -> bool:
-    """These judge arguments mean the local toy judge (no URL, no Azure, the kit's protocol)."""
-    return (judge["base_url"] is None and not judge["client_options"].get("azure_api_version")
-            and judge["protocol"] == "kit")
 
 
 def _write_report(out: Path, rows: list[dict], s: EditSettings, judge: Mapping[str, Any], n_boot: int,

@@ -80,14 +80,12 @@ def _worker_main() -> None:
     job = pickle.load(sys.stdin.buffer)
     # The caller keeps the pipe open while it waits for this job; it closes when the caller stops waiting or
     # dies in any way (kill -9, a restarted notebook kernel): then this worker stops too, leaving what it saved.
-    import threading
 
-    def stop_at_eof() -> None:
-        sys.stdin.buffer.read()
+    def stop() -> None:
         print("the caller is gone: stopping this worker", file=sys.stderr, flush=True)
         os._exit(75)
 
-    threading.Thread(target=stop_at_eof, name="caller-watch", daemon=True).start()
+    when_stdin_closes(stop)
     import torch
 
     torch.set_num_threads(job["threads"])
@@ -162,7 +160,7 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], split: S
                     assert proc.stdin is not None and proc.stdout is not None
                     proc.stdin.write(pickle.dumps({"fn": fn, "kwargs": dict(job), "threads": split.threads,
                                                    "result_path": str(result_path)}))
-                    proc.stdin.flush()  # and kept open: the worker stops when it closes (see _worker_main)
+                    proc.stdin.flush()  # and kept open: the worker stops when it closes (when_stdin_closes)
                     reader = threading.Thread(target=_forward, args=(proc.stdout, lines), daemon=True)
                     reader.start()
                     running.append((i, proc, reader, result_path, log_path))
@@ -171,7 +169,7 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], split: S
                     i, proc, reader, result_path, log_path = entry
                     reader.join()
                     running.remove(entry)
-                    _stop(proc)
+                    stop_child(proc)
                     if result_path.exists():
                         with open(result_path, "rb") as f:
                             ok, value = pickle.load(f)
@@ -186,7 +184,7 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], split: S
                             f"(exit code {proc.returncode}); its stderr ends:\n{tail}")
         finally:  # an interrupt (or any error) in this loop stops the workers still running: none is left behind
             for _, proc, _, _, _ in running:
-                _stop(proc)
+                stop_child(proc)
         _drain(lines, write)
     for err in failures:
         if err is not None:
@@ -194,9 +192,25 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], split: S
     return results
 
 
-def _stop(proc: Any, grace_s: float = 10.0) -> None:
-    """Close a worker's pipe (a running worker stops at once, see :func:`_worker_main`); kill it if it has not
-    ended within ``grace_s``."""
+def when_stdin_closes(action: Callable[[], None]) -> None:
+    """Run ``action`` in a daemon thread once this process's standard input reaches its end.
+
+    Why: a child started on a pipe that its parent holds open for as long as it wants the child (a training
+    worker here, the toy judge server) learns this way that the parent is done with it or gone -- the
+    operating system closes the pipe when the parent dies in any way (``kill -9``, a restarted notebook
+    kernel), so no child outlives its parent. The parent's side is :func:`stop_child`."""
+    import threading
+
+    def watch() -> None:
+        sys.stdin.buffer.read()
+        action()
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
+def stop_child(proc: Any, grace_s: float = 10.0) -> None:
+    """Close the pipe to a child that watches it (:func:`when_stdin_closes`), so a running child stops; kill
+    it if it has not ended within ``grace_s``."""
     import subprocess
 
     try:

@@ -398,16 +398,21 @@ def judge_arguments(protocol: str | None, model_kind: str, bench_dir: str | Path
             "client_options": options}
 
 
+def judge_is_local(judge: Mapping[str, Any]) -> bool:
+    """These judge arguments (:func:`judge_arguments`) mean the local toy judge: no URL and no Azure."""
+    return judge["base_url"] is None and not judge["client_options"].get("azure_api_version")
+
+
 def judge_record(judge: Mapping[str, Any]) -> dict[str, Any]:
     """Who judged, for ``summary.json``: endpoint (never a key), protocol and model."""
-    local = judge["base_url"] is None and not judge["client_options"].get("azure_api_version")
     return {"base_url": redact_url(judge["base_url"]) or "local toy judge", "protocol": judge["protocol"],
-            "model": judge_model_for(judge["protocol"], judge["judge_model"], local)}
+            "model": judge_model_for(judge["protocol"], judge["judge_model"], judge_is_local(judge))}
 
 
 __all__ = ["ANSWER_KEYS", "PAPER_CLIENT_DEFAULTS", "PAPER_JUDGE_MODEL", "PAPER_PROMPT_VERSION",
            "PROTOCOLS", "PaperRequest", "SYSTEM_PROMPTS", "build_paper_messages", "choose_protocol", "client_options_for",
            "default_protocol",
-           "evaluation_requests", "identify_paper", "is_toy_bench", "judge_arguments", "judge_model_for", "judge_record",
+           "evaluation_requests", "identify_paper", "is_toy_bench", "judge_arguments", "judge_is_local", "judge_model_for",
+           "judge_record",
            "paper_needs_endpoint", "parse_paper_answer",
            "prepare_images", "user_text"]

@@ -80,11 +80,14 @@ def _server_process(model: str) -> Iterator[str]:
     """``rewardedit judge-server`` (a free port, quiet) for the duration; yields its base URL, read from the
     first line it prints. The server reads its standard input from a pipe held here: closing it is the stop
     (the server's clean shutdown), and if this process dies without closing it, the operating system does,
-    so the server never outlives its caller. Killed if it does not stop within 10 s."""
+    so the server never outlives its caller (:func:`~rewardedit_lib.parallel.when_stdin_closes`). Killed if it
+    does not stop within 10 s."""
     import re
     import subprocess
     import sys
     import threading
+
+    from ..parallel import stop_child
 
     cmd = [sys.executable, "-m", "rewardedit_lib.cli", "judge-server", "--quiet", "--stop-on-stdin-eof",
            "--model", model]
@@ -110,12 +113,7 @@ def _server_process(model: str) -> Iterator[str]:
         yield found.group(1)
     finally:
         if proc.poll() is None:
-            proc.stdin.close()  # type: ignore[union-attr]
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_child(proc)
 
 
 def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None = None, model: str | None = None,

@@ -560,15 +560,10 @@ def main_serve(host: str = "127.0.0.1", port: int = 0, *, model: str = client.TO
 
         previous = signal.signal(signal.SIGTERM, on_term)
     if stop_on_stdin_eof:
+        from ..parallel import when_stdin_closes
 
-        def close_at_eof() -> None:
-            sys.stdin.buffer.read()  # returns at end of file: the other end of the pipe closed
-            if handles_term:  # the same clean stop as SIGTERM, in the main thread
-                os.kill(os.getpid(), signal.SIGTERM)
-            else:
-                srv.close()
-
-        threading.Thread(target=close_at_eof, name="stdin-eof", daemon=True).start()
+        # in the main thread the same clean stop as SIGTERM; elsewhere the server's own close
+        when_stdin_closes((lambda: os.kill(os.getpid(), signal.SIGTERM)) if handles_term else srv.close)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
