@@ -20,6 +20,8 @@ Files in ``out_dir``::
                                   judging protocol (``kit`` or ``paper``: :mod:`.judge.paper_protocol`)
 
 Resumable like annotation: edits that exist are not redone, answers in the cache are not asked again.
+With a GPU editor or a judge at an endpoint, each batch of edits is judged as soon as it is saved, while the
+next batch is edited (:class:`~.judge.edits.EditJudge`): the same verdicts as judging afterwards, sooner.
 """
 
 from __future__ import annotations
@@ -27,18 +29,17 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from . import runtime
 from .formats import EDIT_TYPES, PERSPECTIVES, BenchItem, DataError, read_real_edit
-from .judge.client import TOY_JUDGE_MODEL, AnswerCache, JudgeClient, judge_many, run_sync
-from .judge.paper_protocol import judge_arguments, judge_is_local
+from .judge.edits import EditJudge, judge_edits, judge_spec, verdict_rows
+from .judge.paper_protocol import judge_arguments
 from .guidance import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, LOW_SCORES
 from .models import CONFIG_SETTINGS
 from .pipeline import DEFAULT_REWARD_TEXT, DEFAULT_STEPS, PERFECT_SCORES, RewardEditPipeline
@@ -175,7 +176,8 @@ def _call_key(settings: EditSettings) -> tuple:
 
 def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
               jobs: Sequence[tuple[str | Path, EditSettings]], *, batch_size: int = 32, model_id: str = "",
-              progress: bool = True) -> list[dict[str, Path]]:
+              progress: bool = True,
+              on_saved: Callable[[int, list[BenchItem]], Any] | None = None) -> list[dict[str, Path]]:
     """:func:`edit_benchmark` for several settings of one model at once: one ``(out_dir, settings)`` per job,
     each folder with its own ``settings.json`` (refused if it holds other settings, as for one job).
 
@@ -184,15 +186,21 @@ def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
     one does, so edits of different jobs that can share a pipeline call (same steps, guidance, resolution;
     scores and feedback text may differ per row) share it. Each row keeps its own generator, seeded by its
     item and its job's seed: an image does not depend on which job or item shares its batch.
+
+    ``on_saved(job index, items)`` is called after each batch with the items whose edits it saved, per job
+    (:func:`evaluate_many` judges them then, while the next batch is edited).
     """
     paths: list[dict[str, Path]] = []
     todo: list[tuple[EditSettings, BenchItem, Path]] = []
-    for out_dir, settings in jobs:
+    job_of: dict[int, int] = {}  # id of an output path -> its job's index
+    for j, (out_dir, settings) in enumerate(jobs):
         edits = Path(out_dir) / "edits"
         _check_settings(edits / "settings.json", settings.to_json(), model_id)
         job_paths = {it.id: edits / f"{it.id}.png" for it in items}
         paths.append(job_paths)
-        todo += [(settings, it, job_paths[it.id]) for it in items if not job_paths[it.id].exists()]
+        rows = [(settings, it, job_paths[it.id]) for it in items if not job_paths[it.id].exists()]
+        job_of.update((id(path), j) for _, _, path in rows)
+        todo += rows
     images = {}
     for _, it, _ in todo:
         if it.image not in images:
@@ -224,79 +232,18 @@ def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
                        low_reward_scores=None if first.reward_guidance_contrast == "unknown" else LOW_SCORES,
                        eta=first.eta, resolution=first.resolution,
                        generator=gens, output_type="pil").images
-            for (_, _, path), img in zip(batch, out):
+            saved: dict[int, list[BenchItem]] = {}
+            for (_, it, path), img in zip(batch, out):
                 img.save(path)
+                saved.setdefault(job_of[id(path)], []).append(it)
+            if on_saved is not None:
+                for j, done in saved.items():
+                    on_saved(j, done)
             if bar is not None:
                 bar.update(len(batch))
     if bar is not None:
         bar.close()
     return paths
-
-
-# --------------------------------------------------------------------------------------------------
-# Judging
-# --------------------------------------------------------------------------------------------------
-def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir: str | Path, *,
-                base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
-                concurrency: int = 16, progress: bool = True, protocol: str = "kit",
-                client_options: Mapping[str, Any] | None = None) -> list[dict]:
-    """Judge every edit from the three perspectives (the evaluation variant: yes + score + reason).
-
-    ``base_url=None`` starts the local toy judge for the duration; any OpenAI-compatible URL works (the key
-    is read from the environment variable ``api_key_env`` names; GPT-4o at api.openai.com reads
-    ``OPENAI_API_KEY``). ``protocol``: ``"kit"`` (the kit's questions) or ``"paper"`` (the reference's released
-    ones, :mod:`.judge.paper_protocol`). ``client_options``: :class:`~.judge.client.JudgeClient` options, as
-    annotation takes them (``azure_api_version``, ``timeout``, ``max_retries``, ``concurrency`` ...).
-
-    Returns one row per item; a perspective whose request failed after its retries (an unreachable judge, an
-    answer that cannot be read) is ``None``, and the row's ``errors`` says why, per perspective.
-    """
-    from .judge import paper_protocol as paper
-    from .toy import endpoint as toy_endpoint
-
-    options = paper.client_options_for(protocol, {"concurrency": concurrency, **(client_options or {})})
-    local = base_url is None and options.get("azure_api_version") is None
-    if local and protocol == "paper":
-        raise paper.paper_needs_endpoint()
-    requests = paper.evaluation_requests(protocol, items, edits)
-    model = paper.judge_model_for(protocol, judge_model, local)
-    if model is None:
-        raise ValueError(f"give the judge model for {base_url} (e.g. judge_model='gpt-4o')")
-    if local and model != TOY_JUDGE_MODEL:
-        raise ValueError(f"base_url=None runs the local toy judge ({TOY_JUDGE_MODEL!r}), not {model!r}")
-    cache = AnswerCache(cache_dir)
-    try:
-        with toy_endpoint.judge_endpoint(base_url, model) as url:
-            if local:
-                api_key_env = None
-
-            async def go():
-                client = JudgeClient(model, base_url=url, api_key_env=api_key_env,
-                                     **{**toy_endpoint.client_options(model), **options})
-                try:
-                    return await judge_many(requests, client, cache=cache, progress=progress, desc="judging")
-                finally:
-                    await client.aclose()
-
-            results = run_sync(go())
-    finally:
-        cache.close()
-    by_item: dict[str, dict[str, Any]] = {}
-    errors: dict[str, dict[str, str]] = {}
-    for res in results:
-        v = res.answer
-        by_item.setdefault(res.request.id, {})[res.request.perspective] = (
-            {"yes": bool(v.yes), "score": float(v.score), "reason": v.reason} if v is not None
-            else None)
-        if v is None:
-            errors.setdefault(res.request.id, {})[res.request.perspective] = res.error or "not answered"
-    rows = []
-    for it in items:
-        got = by_item.get(it.id, {})
-        rows.append({"id": it.id, "image": it.image, "index": it.index, "edit_type": it.edit_type,
-                     "instruction": it.instruction, "edit": str(edits[it.id]),
-                     **{p: got.get(p) for p in PERSPECTIVES}, **({"errors": errors[it.id]} if it.id in errors else {})})
-    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -484,6 +431,9 @@ def table_markdown(summaries: Mapping[str, Mapping[str, Any]], ci: bool = True) 
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class EvalReport:
+    """What :func:`evaluate` wrote. ``edit_s``: this folder's share of the editing time; ``judge_s``: the
+    seconds its judgements took in the judging thread, which runs beside the editing (the two overlap)."""
+
     out_dir: Path
     rows: list[dict]
     summary: dict[str, Any]
@@ -532,9 +482,12 @@ def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
                   base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
                   device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
                   n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
-                  client_options: Mapping[str, Any] | None = None) -> dict[str | Path, EvalReport]:
+                  client_options: Mapping[str, Any] | None = None,
+                  judge_while_editing: bool | None = None) -> dict[str | Path, EvalReport]:
     """:func:`evaluate` of one model under several settings: ``runs`` maps each output folder to its
     ``changes`` (applied to ``settings``, as in :func:`evaluate`); returns ``{folder: report}``.
+    ``judge_while_editing``: judge each batch as it is saved (default: where it pays -- a GPU editor or a judge
+    at an endpoint; see :func:`_evaluate_loaded`); the verdicts are the same either way.
 
     Every folder is exactly what :func:`evaluate` with those changes writes (same edits, same refusal of
     other settings, same resumability); the edits are made together (:func:`edit_many`), so a sweep over
@@ -545,7 +498,7 @@ def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
     pipe = load_model(model, device)
     judge = judge_arguments(protocol, model_kind(pipe), bench_dir, base_url, judge_model, api_key_env, client_options)
     return _evaluate_loaded(pipe, _model_id(model), items, runs, settings=settings, judge=judge,
-                            batch_size=batch_size, n_boot=n_boot, progress=progress)
+                            batch_size=batch_size, n_boot=n_boot, progress=progress, overlap=judge_while_editing)
 
 
 def _bench_items(bench_dir: str | Path, limit: int | None) -> list[BenchItem]:
@@ -565,35 +518,53 @@ def _model_id(model: str | Path | RewardEditPipeline) -> str:
 def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[BenchItem],
                      runs: Mapping[str | Path, Mapping[str, Any] | None], *, settings: EditSettings | None,
                      judge: Mapping[str, Any], batch_size: int, n_boot: int,
-                     progress: bool) -> dict[str | Path, EvalReport]:
+                     progress: bool, overlap: bool | None = None) -> dict[str | Path, EvalReport]:
     """:func:`evaluate_many` on a loaded pipeline (``model_id``: what its folders record as the model;
-    ``judge``: :func:`judge_edits`' judge arguments, from :func:`~.judge.paper_protocol.judge_arguments`).
-    The local toy judge serves every setting from one server: started once, not once per setting (a sweep of
-    18 settings spent 8 s starting servers in their own processes)."""
-    from .toy import endpoint as toy_endpoint
+    ``judge``: the judge arguments of :func:`~.judge.paper_protocol.judge_arguments`).
 
+    Where the two can overlap -- edits made on a GPU, or a judge at an endpoint (network-bound) -- each batch
+    of edits is judged as soon as it is saved, in a thread of its own (:class:`~.judge.edits.EditJudge`),
+    while the next batch is edited; edits that exist already (a resumed run) are judged first. On a CPU with
+    the local toy judge both compete for the same cores, so the judging waits for the editing (overlapped,
+    2 cores: 123-127 s against 116-127 s for the course's evaluation, `tools/time_evaluation.py`, RESULTS.md).
+    One judge endpoint serves every setting (the local toy judge: started once, not once per setting)."""
     base = settings or default_settings(pipe)
     chosen = {key: replace(base, **(changes or {})) for key, changes in runs.items()}
-    needed = {key: sum(not (Path(key) / "edits" / f"{it.id}.png").exists() for it in items) for key in runs}
-    t0 = time.perf_counter()
-    edits = edit_many(pipe, items, [(Path(key), s) for key, s in chosen.items()], batch_size=batch_size,
-                      model_id=model_id, progress=progress)
-    edit_s = time.perf_counter() - t0
+    keys = list(chosen)
+    spec = judge_spec(judge["base_url"], judge["judge_model"], judge["api_key_env"], protocol=judge["protocol"],
+                      client_options=judge["client_options"])
+    needed = {key: sum(not (Path(key) / "edits" / f"{it.id}.png").exists() for it in items) for key in keys}
+    if overlap is None:
+        overlap = pipe.device.type != "cpu" or not spec.local
+    with spec.endpoint() as url, EditJudge(spec, url, progress=progress,
+                                           total=len(items) * len(PERSPECTIVES) * len(keys)) as judging:
+        def judge_saved(j: int, done: Sequence[BenchItem]) -> None:
+            for i in range(0, len(done), batch_size):
+                judging.submit(keys[j], Path(keys[j]) / "judge", done[i:i + batch_size], _edit_paths(keys[j], items))
+
+        if overlap:  # what a previous run edited: judged while the rest is edited
+            for j, key in enumerate(keys):
+                judge_saved(j, [it for it in items if (Path(key) / "edits" / f"{it.id}.png").exists()])
+        t0 = time.perf_counter()
+        edits = edit_many(pipe, items, [(Path(key), s) for key, s in chosen.items()], batch_size=batch_size,
+                          model_id=model_id, progress=progress, on_saved=judge_saved if overlap else None)
+        edit_s = time.perf_counter() - t0
+        if not overlap:
+            for key in keys:
+                judging.submit(key, Path(key) / "judge", items, _edit_paths(key, items))
+        results, judge_s = judging.finish()
     total = sum(needed.values())
     reports = {}
-    with ExitStack() as stack:
-        judge_now = dict(judge)
-        if judge_is_local(judge) and judge["protocol"] == "kit" and len(chosen) > 1:  # one server, started once
-            judge_now.update(base_url=stack.enter_context(toy_endpoint.judge_endpoint(None)),
-                             judge_model=TOY_JUDGE_MODEL)
-        for (key, s), job_edits in zip(chosen.items(), edits):
-            out = Path(key)
-            t1 = time.perf_counter()
-            rows = judge_edits(items, job_edits, out / "judge", progress=progress, **judge_now)
-            t2 = time.perf_counter()
-            reports[key] = _write_report(out, rows, s, judge, n_boot, edit_s * needed[key] / total if total else 0.0,
-                                         t2 - t1)
+    for key, job_edits in zip(keys, edits):
+        rows = verdict_rows(items, job_edits, results.get(key, []))
+        reports[key] = _write_report(Path(key), rows, chosen[key], judge, n_boot,
+                                     edit_s * needed[key] / total if total else 0.0, judge_s.get(key, 0.0))
     return reports
+
+
+def _edit_paths(key: str | Path, items: Sequence[BenchItem]) -> dict[str, Path]:
+    edits = Path(key) / "edits"
+    return {it.id: edits / f"{it.id}.png" for it in items}
 
 
 def _write_report(out: Path, rows: list[dict], s: EditSettings, judge: Mapping[str, Any], n_boot: int,

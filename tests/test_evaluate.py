@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -132,6 +133,69 @@ def test_judging_twice_asks_the_judge_once(model_dir, bench, tmp_path):
                                judge_model="toy-judge", progress=False)
         assert srv.stats()["chat_requests"] == sent == 12
     assert first == second
+
+
+def test_edits_are_judged_while_the_next_are_made_and_the_rows_are_those_of_judging_afterwards(model_dir, bench,
+                                                                                              tmp_path, monkeypatch):
+    from rewardedit_lib.pipeline import RewardEditPipeline
+    from rewardedit_lib.toy.server import ToyJudgeServer
+
+    items = read_real_edit(bench).items[:4]
+    real_call = RewardEditPipeline.__call__
+    answered_before_last_batch = []
+    with ToyJudgeServer() as srv:
+        calls = []
+
+        def call(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == len(items):  # the last batch: the first ones' verdicts arrive meanwhile
+                deadline = time.monotonic() + 20
+                while srv.stats()["chat_requests"] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                answered_before_last_batch.append(srv.stats()["chat_requests"])
+            return real_call(self, *args, **kwargs)
+
+        monkeypatch.setattr(RewardEditPipeline, "__call__", call)
+        report = E.evaluate(model_dir, bench, tmp_path / "o", settings=FAST, base_url=srv.base_url,
+                            judge_model="toy-judge", batch_size=1, limit=len(items), progress=False)
+        monkeypatch.setattr(RewardEditPipeline, "__call__", real_call)
+        assert answered_before_last_batch[0] > 0  # judging did not wait for the editing to end
+        assert srv.stats()["chat_requests"] == 3 * len(items)
+        edits = {it.id: tmp_path / "o" / "edits" / f"{it.id}.png" for it in items}
+        afterwards = E.judge_edits(items, edits, tmp_path / "fresh", base_url=srv.base_url, judge_model="toy-judge",
+                                   progress=False)
+    assert report.rows == afterwards == E.read_results(tmp_path / "o")
+
+
+def test_a_failed_editing_stops_its_judge_and_keeps_its_answers(model_dir, bench, tmp_path, monkeypatch):
+    import threading
+
+    from rewardedit_lib.judge.cache import AnswerCache
+    from rewardedit_lib.pipeline import RewardEditPipeline
+    from rewardedit_lib.toy.server import ToyJudgeServer
+
+    items = read_real_edit(bench).items[:3]
+    real_call = RewardEditPipeline.__call__
+    calls = []
+
+    def call(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            time.sleep(1.0)  # the first two edits' verdicts arrive
+            raise KeyboardInterrupt
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(RewardEditPipeline, "__call__", call)
+    with ToyJudgeServer() as srv, pytest.raises(KeyboardInterrupt):  # an endpoint: judged while editing
+        E.evaluate(model_dir, bench, tmp_path / "o", settings=FAST, base_url=srv.base_url, judge_model="toy-judge",
+                   batch_size=1, limit=len(items), progress=False)
+    assert not [t for t in threading.enumerate() if t.name == "edit-judge"]
+    cache = AnswerCache(tmp_path / "o" / "judge")
+    try:
+        assert len(cache) == 6  # the two saved edits, three perspectives each
+    finally:
+        cache.close()
+    assert sorted(p.name for p in (tmp_path / "o" / "edits").glob("*.png")) == sorted(f"{it.id}.png" for it in items[:2])
 
 
 def rows_of(scores: dict[str, list[float]], types: list[str]) -> list[dict]:
