@@ -14,13 +14,14 @@ client options); the key is read from the environment by :class:`~.client.JudgeC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, ContextManager, Hashable, Mapping, Sequence
 
 from ..formats import PERSPECTIVES, BenchItem
 from . import paper_protocol as paper
@@ -49,11 +50,14 @@ class JudgeSpec:
         return JudgeClient(self.model, base_url=url, api_key_env=None if self.local else self.api_key_env,
                            **{**toy_endpoint.client_options(self.model), **self.options})
 
-    def endpoint(self):
-        """The ``with`` block that serves this judge: the URL itself, or a local toy judge for the duration."""
+    def endpoint(self) -> ContextManager[str | None]:
+        """The ``with`` block that serves this judge: its URL (None for Azure, whose client finds its endpoint
+        itself), or a local toy judge started for the duration."""
         from ..toy import endpoint as toy_endpoint
 
-        return toy_endpoint.judge_endpoint(self.base_url, self.model)
+        if not self.local:
+            return contextlib.nullcontext(self.base_url)
+        return toy_endpoint.judge_endpoint(None, self.model)
 
 
 def judge_spec(base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None, *,
