@@ -4,14 +4,14 @@ Why: the toy model is too small for two CPU cores to share one training step wel
 machine one stage-2 run trains at about 92 images/s with 2 threads and 64 with 1, and two runs side by side,
 one thread each, at about 130 together (RESULTS.md, eleventh session): notebook 04's two models, which are
 independent (the same start, data and seed, each step a pure function of ``(seed, step)``), finish sooner
-side by side than one after the other (``train_workers="auto"``: notebook 04 652 s instead of 758 s). On a GPU
-the jobs run one after the other in this process.
+side by side than one after the other (``train_workers="auto"``, the course's default: notebook 04 652 s instead
+of 758 s for the same steps). On a GPU the jobs run one after the other in this process.
 
 What changes: a process with fewer threads sums some convolution gradients in another order, so a run made
 side by side differs from one made alone by float rounding (about 1e-8 in the loss after 100 steps), as runs
 made with two installs of the same libraries do; each run is still exactly reproducible under the same split.
-That is why the course keeps one after the other by default: its recorded numbers are those runs', and on seed 1
-the side-by-side runs moved the quality knob from +32.1 to +28.1 points, below issue 17's 30.
+The course's numbers are those of runs side by side (its default since the thirteenth session's rule R10; on
+seed 1 of the earlier recipe the rounding alone had moved the quality knob from +32.1 to +28.1 points).
 
 Each worker is a fresh interpreter (safe inside a Jupyter kernel, where forking a process that holds torch's
 thread pool is not), so a job is a module-level function and picklable arguments. A line a job writes through
