@@ -21,7 +21,7 @@ Files in ``out_dir``::
 
 Resumable like annotation: edits that exist are not redone, answers in the cache are not asked again.
 With a GPU editor or a judge at an endpoint, each batch of edits is judged as soon as it is saved, while the
-next batch is edited (:class:`~.judge.edits.EditJudge`): the same verdicts as judging afterwards, sooner.
+next batch is edited (:class:`~.judging.EditJudge`): the same verdicts as judging afterwards, sooner.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 
 from . import runtime
 from .formats import EDIT_TYPES, PERSPECTIVES, BenchItem, DataError, read_real_edit
-from .judge.edits import EditJudge, judge_edits, judge_spec, verdict_rows
+from .judging import EditJudge, judge_edits, judge_spec, verdict_rows
 from .judge.paper_protocol import judge_arguments
 from .guidance import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, LOW_SCORES
 from .models import CONFIG_SETTINGS
@@ -523,7 +523,7 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
     ``judge``: the judge arguments of :func:`~.judge.paper_protocol.judge_arguments`).
 
     Where the two can overlap -- edits made on a GPU, or a judge at an endpoint (network-bound) -- each batch
-    of edits is judged as soon as it is saved, in a thread of its own (:class:`~.judge.edits.EditJudge`),
+    of edits is judged as soon as it is saved, in a thread of its own (:class:`~.judging.EditJudge`),
     while the next batch is edited; edits that exist already (a resumed run) are judged first. On a CPU with
     the local toy judge both compete for the same cores, so the judging waits for the editing (overlapped,
     2 cores: 123-127 s against 116-127 s for the course's evaluation, `tools/time_evaluation.py`, RESULTS.md).

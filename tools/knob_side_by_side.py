@@ -27,7 +27,7 @@ def share(model: str, bench: str, out: str, seed: int, part: int, parts: int, wr
     judged by a toy judge served in this process."""
     from rewardedit_lib import evaluate as E
     from rewardedit_lib import knob as K
-    from rewardedit_lib.judge.edits import EditJudge, judge_spec
+    from rewardedit_lib.judging import EditJudge, judge_spec
     from rewardedit_lib.toy import endpoint as toy_endpoint
 
     t0 = time.perf_counter()

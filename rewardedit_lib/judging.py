@@ -7,8 +7,11 @@ spent 48 s editing and then 41 s judging on 2 cores (RESULTS.md, eleventh sessio
 edits is saved, the judging runs beside the editing; with GPT-4o on a GPU nearly all of it hides behind the
 editing. Both give the same rows: the same requests, each folder's answers cached in its ``judge/`` folder.
 
-Both take the judge arguments of :func:`~.paper_protocol.judge_arguments` (URL, model, key variable, protocol,
-client options); the key is read from the environment by :class:`~.client.JudgeClient`, never stored.
+It lives beside :mod:`.evaluate`, not in the generic :mod:`.judge` package, because it starts the local toy
+judge when no URL is given.
+
+Both take the judge arguments of :func:`~.judge.paper_protocol.judge_arguments` (URL, model, key variable, protocol,
+client options); the key is read from the environment by :class:`~.judge.client.JudgeClient`, never stored.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ContextManager, Hashable, Mapping, Sequence
 
-from ..formats import PERSPECTIVES, BenchItem
-from . import paper_protocol as paper
-from .cache import AnswerCache
-from .client import TOY_JUDGE_MODEL, JudgeClient, JudgeResult, judge_many, run_sync
+from .formats import PERSPECTIVES, BenchItem
+from .judge import paper_protocol as paper
+from .judge.cache import AnswerCache
+from .judge.client import TOY_JUDGE_MODEL, JudgeClient, JudgeResult, judge_many, run_sync
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class JudgeSpec:
 
     def client(self, url: str | None) -> JudgeClient:
         """A client for ``url`` (the endpoint's, which for the local judge is only known once it runs)."""
-        from ..toy import endpoint as toy_endpoint
+        from .toy import endpoint as toy_endpoint
 
         return JudgeClient(self.model, base_url=url, api_key_env=None if self.local else self.api_key_env,
                            **{**toy_endpoint.client_options(self.model), **self.options})
@@ -53,7 +56,7 @@ class JudgeSpec:
     def endpoint(self) -> ContextManager[str | None]:
         """The ``with`` block that serves this judge: its URL (None for Azure, whose client finds its endpoint
         itself), or a local toy judge started for the duration."""
-        from ..toy import endpoint as toy_endpoint
+        from .toy import endpoint as toy_endpoint
 
         if not self.local:
             return contextlib.nullcontext(self.base_url)
@@ -106,7 +109,7 @@ def judge_edits(items: Sequence[BenchItem], edits: Mapping[str, Path], cache_dir
     ``base_url=None`` starts the local toy judge for the duration; any OpenAI-compatible URL works (the key
     is read from the environment variable ``api_key_env`` names; GPT-4o at api.openai.com reads
     ``OPENAI_API_KEY``). ``protocol``: ``"kit"`` (the kit's questions) or ``"paper"`` (the reference's released
-    ones, :mod:`.paper_protocol`). ``client_options``: :class:`~.client.JudgeClient` options, as annotation
+    ones, :mod:`.paper_protocol`). ``client_options``: :class:`~.judge.client.JudgeClient` options, as annotation
     takes them (``azure_api_version``, ``timeout``, ``max_retries``, ``concurrency`` ...).
 
     Returns :func:`verdict_rows`: one row per item, a failed perspective ``None`` with its reason.
