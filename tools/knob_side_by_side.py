@@ -7,7 +7,7 @@ judging its share of the items with its own in-process toy judge.
 Prints each worker's seconds (model load, editing, judging) and the wall time, to set beside the course's own
 knob (``06_ablations.ipynb``: one process, two threads, the judge in its own process; its "editing N s, judging
 M s" line). ``OUT`` must not exist. The edits are the course's (its seed, 10 steps, batches of 64); compare
-them with ``cmp``. Measured in RESULTS.md (thirteenth session): 71.6 s against the course's 54 + 36 s.
+them with ``cmp``. Measured in RESULTS.md (thirteenth session): 75.1 s against the course's 54 + 36 s.
 """
 
 from __future__ import annotations
