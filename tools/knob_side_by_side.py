@@ -6,8 +6,9 @@ judging its share of the items with its own in-process toy judge.
 
 Prints each worker's seconds (model load, editing, judging) and the wall time, to set beside the course's own
 knob (``06_ablations.ipynb``: one process, two threads, the judge in its own process; its "editing N s, judging
-M s" line). ``OUT`` must not exist. The edits are the course's (its seed, 10 steps, batches of 64); compare
-them with ``cmp``. Measured in RESULTS.md (thirteenth session): 75.1 s against the course's 54 + 36 s.
+M s" line). ``OUT`` must not exist. The edits are the course's (its seed and steps, batches of 64), in
+folders named as the course's (``F0-P5-Q5`` ...); compare them with ``cmp``. Measured in RESULTS.md
+(thirteenth session): 75.1 s against the course's 54 + 36 s.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rewardedit_lib import parallel
 def share(model: str, bench: str, out: str, seed: int, part: int, parts: int, write) -> dict[str, float]:
     """One worker: its share of the items (every ``parts``-th), edited at the knob's three low settings, then
     judged by a toy judge served in this process."""
+    from rewardedit_lib import ablation
     from rewardedit_lib import evaluate as E
     from rewardedit_lib import knob as K
     from rewardedit_lib.judging import EditJudge, judge_spec
@@ -35,7 +37,8 @@ def share(model: str, bench: str, out: str, seed: int, part: int, parts: int, wr
     pipe = E.load_model(model, "cpu")
     base = E.default_settings(pipe)
     wanted = K.knob_settings(0.0, pipe.low_reward_text)
-    jobs = [(Path(out) / name, replace(base, seed=seed, num_inference_steps=10, **w))
+    # the course's knob folders and settings (notebook 05's seed and the model's own steps), so `cmp` pairs them
+    jobs = [(Path(out) / K.knob_slug(w["reward_scores"]), replace(base, **ablation.eval_changes(seed, None), **w))
             for name, w in wanted.items() if name != "high"]
     mine = items[part::parts]
     t1 = time.perf_counter()

@@ -59,7 +59,7 @@ def main() -> None:
           f"(batch {config.batch_size}), then {args.steps} steps profiled")
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"| operator | self CPU % | calls |\n|---|---|---|")
+    print("| operator | self CPU % | calls |\n|---|---|---|")
     for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:args.top]:
         print(f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f} | {e.count} |")
 
