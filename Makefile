@@ -19,10 +19,16 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
-		echo "no CUDA here: installing $(TORCH_CPU)"; $(BIN)/python -m pip install -q "$(TORCH_CPU)"; fi
-	$(BIN)/python -m pip install -q -e ".[lab,test]"
+	@# uv installs the same packages as pip in about a third of the time (RESULTS.md, fourteenth session); where it
+	@# cannot be installed, pip does the work. uv reads no pip configuration: pip's find-links (a local wheel
+	@# folder, as on the kit's CI machines) are passed on.
+	@$(BIN)/python -m pip install -q "uv>=0.5" || echo "uv could not be installed: installing with pip"
+	@if $(BIN)/python -m uv --version >/dev/null 2>&1; then \
+		install="$(BIN)/python -m uv pip install -q --python $(BIN)/python --compile-bytecode $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))"; \
+	else install="$(BIN)/python -m pip install -q"; fi; \
+	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "no CUDA here: installing $(TORCH_CPU)"; $$install "$(TORCH_CPU)" || exit 1; fi; \
+	echo "installing the kit: $$install -e .[lab,test]"; $$install -e ".[lab,test]"
 	@touch $(STAMP)
 
 course: $(STAMP)
