@@ -12,6 +12,8 @@ PROFILE ?= toy-cpu
 OUT    ?= runs/$(PROFILE)
 # Where no CUDA GPU is present, take the CPU build of torch (a plain `torch` would pull a multi-GB CUDA build).
 TORCH_CPU ?= torch==2.13.0
+# The installer (see setup below); `make setup UV=` installs with pip alone.
+UV ?= uv>=0.5
 
 .PHONY: setup course test test-slow lab clean
 
@@ -22,8 +24,8 @@ $(STAMP): pyproject.toml
 	@# uv installs the same packages as pip in about a third of the time (RESULTS.md, fourteenth session); where it
 	@# cannot be installed, pip does the work. uv reads no pip configuration: pip's find-links (a local wheel
 	@# folder, as on the kit's CI machines) are passed on.
-	@$(BIN)/python -m pip install -q "uv>=0.5" || echo "uv could not be installed: installing with pip"
-	@if $(BIN)/python -m uv --version >/dev/null 2>&1; then \
+	@test -z "$(UV)" || $(BIN)/python -m pip install -q "$(UV)" || echo "uv could not be installed: installing with pip"
+	@if test -n "$(UV)" && $(BIN)/python -m uv --version >/dev/null 2>&1; then \
 		install="$(BIN)/python -m uv pip install -q --python $(BIN)/python --compile-bytecode $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))"; \
 	else install="$(BIN)/python -m pip install -q"; fi; \
 	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
