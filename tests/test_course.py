@@ -411,3 +411,67 @@ def test_notebook_05_evaluates_the_course_models_or_the_released_weights(tmp_pat
     with pytest.raises(ValueError, match="models='paper'.*course, released"):
         course.models_to_evaluate(tmp_path, "paper")
     assert course.notebook_parameters(course.default_notebooks_dir() / "05_evaluation.ipynb")["models"] == '"course"'
+
+
+def _kernel_children() -> list[int]:
+    """Live ipykernel processes whose parent is this process (Linux: read from /proc)."""
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        state = stat.rsplit(")", 1)[1].split()[0]
+        if ppid == os.getpid() and b"ipykernel" in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_each_notebook_runs_in_a_kernel_warmed_ahead_and_none_is_left_running(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    probe = ("import sys\nfrom rewardedit_lib import course\n"
+             "course.record_results({name!r}, out_dir, torch_at_start='torch' in sys.modules)")
+    for name in ("00_a", "01_b", "02_c"):
+        _nb(d / f"{name}.ipynb", 'out_dir = "x"  # out', probe.format(name=name))
+    prof = _profiles(tmp_path, p={"parameters": {}})
+    lines: list[str] = []
+    summary = course.run_course("p", tmp_path / "out", notebooks_dir=d, profiles_file=prof, log=lines.append)
+    assert summary["status"] == "ok"
+    # torch was imported before each notebook's first cell: its kernel had been started and warmed ahead
+    assert [n["results"]["torch_at_start"] for n in summary["notebooks"]] == [True, True, True]
+    executed = nbformat.read(str(tmp_path / "out" / "01_b.ipynb"), as_version=4)
+    counts = [c.execution_count for c in executed.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1))  # the warm-up is silent: it takes no execution count
+    assert not any("failed" in line for line in lines)
+    assert _kernel_children() == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_a_kernel_that_fails_to_warm_up_is_replaced_by_a_fresh_one(tmp_path, mini_course, monkeypatch):
+    from rewardedit_lib import kernels
+
+    monkeypatch.setattr(kernels, "WARM_IMPORTS", "import no_such_module_for_the_warm_up")
+    prof = _profiles(tmp_path, p={"parameters": {"seed": 1}})
+    lines: list[str] = []
+    summary = course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof,
+                                log=lines.append)
+    assert summary["status"] == "ok" and summary["notebooks"][0]["results"]["seed"] == 1
+    failed = [line for line in lines if "started ahead" in line]
+    assert len(failed) == 3 and "no_such_module_for_the_warm_up" in failed[0]
+    assert _kernel_children() == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_a_failing_notebook_leaves_no_warm_kernel_running(tmp_path, mini_course):
+    prof = _profiles(tmp_path, p={"parameters": {}, "notebooks": {"01_second": {"fail": True}}})
+    with pytest.raises(CourseError):
+        course.run_course("p", tmp_path / "out", notebooks_dir=mini_course, profiles_file=prof, log=lambda s: None)
+    assert _kernel_children() == []  # the kernel warmed for 02_third, never used, was stopped too
