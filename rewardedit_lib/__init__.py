@@ -18,6 +18,7 @@ Modules, lowest first (nothing imports anything above it):
 * :mod:`~rewardedit_lib.runtime`  device detection and the environment check
 * :mod:`~rewardedit_lib.viz`      figures and tables, one module per notebook it serves
 * :mod:`~rewardedit_lib.report`   the course report (one HTML page from the recorded results and figures)
+* :mod:`~rewardedit_lib.kernels`  a notebook's kernel started and warmed while the notebook before it runs
 * :mod:`~rewardedit_lib.course`   profiles and the papermill course runner
 * :mod:`~rewardedit_lib.cli`      the ``rewardedit`` command
 """
