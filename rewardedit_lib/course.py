@@ -714,6 +714,8 @@ def _run_notebooks(plan: Plan, runs: list[NotebookRun], summary: dict, kernel_na
 
     nxt = warm(0)
     for i, (run, (nb, params)) in enumerate(zip(runs, plan.steps)):
+        log(f"  running {nb.name} ...")
+        t0 = time.perf_counter()  # a notebook's time includes any wait for its kernel's warm-up
         current, nxt = nxt, None
         km = current.take() if current is not None else None
         if current is not None and km is None:
@@ -721,8 +723,6 @@ def _run_notebooks(plan: Plan, runs: list[NotebookRun], summary: dict, kernel_na
         nxt = warm(i + 1)  # its start and imports overlap with this notebook
         output = plan.out_dir / nb.name
         run.output = str(output)
-        log(f"  running {nb.name} ...")
-        t0 = time.perf_counter()
         try:
             papermill.execute_notebook(str(nb), str(output), parameters=params, kernel_name=kernel_name,
                                        cwd=str(plan.out_dir), progress_bar=False, log_output=False,
