@@ -666,6 +666,11 @@ def check_kernel(kernel_name: str | None) -> None:
 
 def _execute(plan: Plan, kernel_name: str | None, log: Callable[[str], None]) -> dict:
     """Run a checked plan's notebooks (the body of :func:`run_course`)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .kernels import WarmKernel, notebook_kernel_name
+
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     runs = [NotebookRun(nb.stem, "not run", parameters=params) for nb, params in plan.steps]
     summary = {"profile": plan.profile.name, "out_dir": str(plan.out_dir), "status": "running",
@@ -685,73 +690,63 @@ def _execute(plan: Plan, kernel_name: str | None, log: Callable[[str], None]) ->
         except Exception as e:  # noqa: BLE001 -- a broken report must never hide the course's own outcome
             log(f"course: could not write the report: {type(e).__name__}: {e}")
 
-    log(f"course: profile {plan.profile.name!r}, {len(plan.steps)} notebook(s) -> {plan.out_dir}")
-    with contextlib.ExitStack() as kernels:
-        _run_notebooks(plan, runs, summary, kernel_name, log, write_summary, write_report, kernels)
-    summary["status"] = "ok"
-    write_summary()
-    write_report()
-    log(f"course: done in {summary['total_seconds']:.1f} s; summary at {plan.out_dir / 'summary.json'}")
-    return summary
-
-
-def _run_notebooks(plan: Plan, runs: list[NotebookRun], summary: dict, kernel_name: str | None,
-                   log: Callable[[str], None], write_summary: Callable[[], None], write_report: Callable[[], None],
-                   kernels: contextlib.ExitStack) -> None:
-    """Each notebook of the plan in order, in a kernel started while the notebook before it ran
-    (:class:`~rewardedit_lib.kernels.WarmKernel`; ``kernels`` stops whatever is left running)."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from .kernels import WarmKernel, notebook_kernel_name
+    kernels = contextlib.ExitStack()  # stops each kernel started ahead that is still running when the run ends
 
     def warm(i: int) -> WarmKernel | None:
+        """Notebook i's kernel, started now and warmed while the notebook before it runs (:mod:`.kernels`)."""
         if i >= len(plan.steps):
             return None
         w = WarmKernel(notebook_kernel_name(plan.steps[i][0], kernel_name), plan.out_dir)
         kernels.callback(w.shutdown, now=True)  # if the run stops before it is used
         return w
 
-    nxt = warm(0)
-    for i, (run, (nb, params)) in enumerate(zip(runs, plan.steps)):
-        log(f"  running {nb.name} ...")
-        t0 = time.perf_counter()  # a notebook's time includes any wait for its kernel's warm-up
-        current, nxt = nxt, None
-        km = current.take() if current is not None else None
-        if current is not None and km is None:
-            log(f"  (a kernel started ahead for {nb.name} failed, {current.error}; papermill starts one)")
-        nxt = warm(i + 1)  # its start and imports overlap with this notebook
-        output = plan.out_dir / nb.name
-        run.output = str(output)
-        try:
-            papermill.execute_notebook(str(nb), str(output), parameters=params, kernel_name=kernel_name,
-                                       cwd=str(plan.out_dir), progress_bar=False, log_output=False,
-                                       **({"km": km} if km is not None else {}))
-        except PapermillExecutionError as e:
+    log(f"course: profile {plan.profile.name!r}, {len(plan.steps)} notebook(s) -> {plan.out_dir}")
+    with kernels:
+        nxt = warm(0)
+        for i, (run, (nb, params)) in enumerate(zip(runs, plan.steps)):
+            log(f"  running {nb.name} ...")
+            t0 = time.perf_counter()  # a notebook's time includes any wait for its kernel's warm-up
+            current, nxt = nxt, None
+            km = current.take() if current is not None else None
+            if current is not None and km is None:
+                log(f"  (a kernel started ahead for {nb.name} failed, {current.error}; papermill starts one)")
+            nxt = warm(i + 1)  # its start and imports overlap with this notebook
+            output = plan.out_dir / nb.name
+            run.output = str(output)
+            try:
+                papermill.execute_notebook(str(nb), str(output), parameters=params, kernel_name=kernel_name,
+                                           cwd=str(plan.out_dir), progress_bar=False, log_output=False,
+                                           **({"km": km} if km is not None else {}))
+            except PapermillExecutionError as e:
+                run.seconds = round(time.perf_counter() - t0, 2)
+                run.status = "failed"
+                run.error = {"cell_index": e.cell_index, "execution_count": e.exec_count, "ename": e.ename,
+                             "evalue": e.evalue}
+                summary["status"] = "failed"
+                write_summary()
+                write_report()
+                raise CourseError(f"notebook {nb.name} failed in cell {e.cell_index} (execution count "
+                                  f"{e.exec_count}): {e.ename}: {e.evalue}\n  executed copy kept at {output}; "
+                                  f"summary at {plan.out_dir / 'summary.json'}") from None
+            except Exception as e:  # the kernel died, or papermill itself failed: still keep the record
+                run.seconds = round(time.perf_counter() - t0, 2)
+                run.status = "failed"
+                run.error = {"cell_index": None, "execution_count": None, "ename": type(e).__name__,
+                             "evalue": str(e)}
+                summary["status"] = "failed"
+                write_summary()
+                write_report()
+                raise CourseError(f"notebook {nb.name} failed: {type(e).__name__}: {e}") from e
+            finally:
+                if current is not None:
+                    current.shutdown()  # papermill leaves a kernel it was given running
             run.seconds = round(time.perf_counter() - t0, 2)
-            run.status = "failed"
-            run.error = {"cell_index": e.cell_index, "execution_count": e.exec_count, "ename": e.ename,
-                         "evalue": e.evalue}
-            summary["status"] = "failed"
+            run.status = "ok"
+            run.results = read_results(plan.out_dir, nb.stem)
+            log(f"  ok      {nb.name} ({run.seconds:.1f} s)")
             write_summary()
-            write_report()
-            raise CourseError(f"notebook {nb.name} failed in cell {e.cell_index} (execution count "
-                              f"{e.exec_count}): {e.ename}: {e.evalue}\n  executed copy kept at {output}; "
-                              f"summary at {plan.out_dir / 'summary.json'}") from None
-        except Exception as e:  # the kernel died, or papermill itself failed: still keep the record
-            run.seconds = round(time.perf_counter() - t0, 2)
-            run.status = "failed"
-            run.error = {"cell_index": None, "execution_count": None, "ename": type(e).__name__,
-                         "evalue": str(e)}
-            summary["status"] = "failed"
-            write_summary()
-            write_report()
-            raise CourseError(f"notebook {nb.name} failed: {type(e).__name__}: {e}") from e
-        finally:
-            if current is not None:
-                current.shutdown()  # papermill leaves a kernel it was given running
-        run.seconds = round(time.perf_counter() - t0, 2)
-        run.status = "ok"
-        run.results = read_results(plan.out_dir, nb.stem)
-        log(f"  ok      {nb.name} ({run.seconds:.1f} s)")
-        write_summary()
+    summary["status"] = "ok"
+    write_summary()
+    write_report()
+    log(f"course: done in {summary['total_seconds']:.1f} s; summary at {plan.out_dir / 'summary.json'}")
+    return summary

@@ -44,10 +44,9 @@ class WarmKernel:
     kernel it did not start running) and is safe to call at any time, more than once.
     """
 
-    def __init__(self, kernel_name: str, cwd: str | Path, imports: str | None = None) -> None:
+    def __init__(self, kernel_name: str, cwd: str | Path) -> None:
         from jupyter_client.manager import KernelManager
 
-        self.kernel_name = kernel_name
         self.error: str | None = None
         self.km: Any = KernelManager(kernel_name=kernel_name)
         self._kc: Any = None
@@ -56,8 +55,7 @@ class WarmKernel:
             self.km.start_kernel(cwd=str(cwd))
             self._kc = self.km.client()
             self._kc.start_channels()
-            self._msg_id = self._kc.execute(WARM_IMPORTS if imports is None else imports, silent=True,
-                                            store_history=False)
+            self._msg_id = self._kc.execute(WARM_IMPORTS, silent=True, store_history=False)
         except Exception as e:  # noqa: BLE001 -- a kernel that cannot warm up is replaced, not fatal
             self.error = f"{type(e).__name__}: {e}"
             self.shutdown(now=True)
