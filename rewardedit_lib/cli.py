@@ -39,6 +39,11 @@ _positive_int = _whole_number(1, "at least 1")
 _count = _whole_number(0, "0 or more")
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: "auto" or a number of processes (at least 1)."""
+    return text if text == "auto" else _positive_int(text)
+
+
 def _cmd_toy_data(args: argparse.Namespace) -> int:
     from .toyworld import FlawRates, write_toy_dataset
 
@@ -163,7 +168,8 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     judge = _judge_kwargs(args)
     report = annotate(args.data, args.out, base_url=judge["base_url"], model=judge["judge_model"],
                       api_key_env=judge["api_key_env"], **judge["client_options"], cache_dir=args.cache_dir,
-                      limit=judge["limit"], key_prefix=args.key_prefix, progress=judge["progress"])
+                      limit=judge["limit"], key_prefix=args.key_prefix, progress=judge["progress"],
+                      workers=judge["workers"])
     return 0 if report.failed == 0 else 1
 
 
@@ -254,10 +260,10 @@ _CLIENT_OPTIONS = ("concurrency", "max_retries", "timeout", "azure_api_version")
 def _judge_kwargs(args: argparse.Namespace) -> dict:
     """The judge and run options a judging command was given (declared by :func:`_add_judge_options`), the one
     reader for ``annotate``, ``evaluate`` and ``knob``: ``base_url``, ``judge_model``, ``api_key_env``,
-    ``limit``, ``progress`` and ``client_options`` (those given only); ``protocol`` and ``device`` where the
-    command has them (the evaluating ones)."""
+    ``limit``, ``progress``, ``workers`` and ``client_options`` (those given only); ``protocol`` and ``device``
+    where the command has them (the evaluating ones)."""
     out = dict(base_url=args.base_url, judge_model=args.judge_model, api_key_env=args.api_key_env,
-               limit=args.limit, progress=not args.no_progress,
+               limit=args.limit, progress=not args.no_progress, workers=args.workers,
                client_options={k: getattr(args, k) for k in _CLIENT_OPTIONS if getattr(args, k, None) is not None})
     for name in ("protocol", "device"):
         if hasattr(args, name):
@@ -338,6 +344,10 @@ def _add_judge_options(s: argparse.ArgumentParser, *, evaluating: bool) -> None:
                         "AZURE_OPENAI_API_KEY)")
     if evaluating:
         s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    s.add_argument("--workers", type=_workers, default="auto",
+                   help="processes that share the work out, one core each, with the local toy judge"
+                        + (" on a CPU" if evaluating else "") + " (default auto: side by side where the run is "
+                        "large enough to repay them; 1: this process)")
     s.add_argument("--limit", type=int, default=None,
                    help="only the first N items" if evaluating else "only the first N folders (try a paid judge first)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")

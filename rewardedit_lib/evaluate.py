@@ -21,7 +21,9 @@ Files in ``out_dir``::
 
 Resumable like annotation: edits that exist are not redone, answers in the cache are not asked again.
 With a GPU editor or a judge at an endpoint, each batch of edits is judged as soon as it is saved, while the
-next batch is edited (:class:`~.judging.EditJudge`): the same verdicts as judging afterwards, sooner.
+next batch is edited (:class:`~.judging.EditJudge`): the same verdicts as judging afterwards, sooner. On a
+CPU with the local toy judge, a large evaluation is instead shared out between worker processes, one per core,
+each editing and judging its share of the items (``workers="auto"``, :func:`edit_split`).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import runtime
+from . import parallel, runtime
 from .formats import EDIT_TYPES, PERSPECTIVES, BenchItem, DataError, read_real_edit
-from .judging import EditJudge, judge_edits, judge_spec, verdict_rows
+from .judging import EditJudge, JudgeSpec, judge_edits, judge_spec, verdict_rows
 from .judge.paper_protocol import judge_arguments
 from .guidance import DEFAULT_IMAGE_GUIDANCE, DEFAULT_TEXT_GUIDANCE, LOW_SCORES
 from .models import CONFIG_SETTINGS
@@ -190,60 +192,101 @@ def edit_many(pipe: RewardEditPipeline, items: Sequence[BenchItem],
     ``on_saved(job index, items)`` is called after each batch with the items whose edits it saved, per job
     (:func:`evaluate_many` judges them then, while the next batch is edited).
     """
+    paths, batches = plan_edits(items, jobs, batch_size=batch_size, model_id=model_id)
+    make_edits(pipe, jobs, batches, progress=progress, on_saved=on_saved)
+    return paths
+
+
+#: One pipeline call of :func:`plan_edits`: (job index, item) per row.
+Batch = list[tuple[int, BenchItem]]
+
+
+def plan_edits(items: Sequence[BenchItem], jobs: Sequence[tuple[str | Path, EditSettings]], *,
+               batch_size: int = 32, model_id: str = "") -> tuple[list[dict[str, Path]], list[Batch]]:
+    """What :func:`edit_many` will do: each job's ``{item id: path}``, and the batches of the edits not yet
+    on disk, grouped by what one pipeline call must share (image size, steps, guidance ...). Checks (or
+    writes) each job's ``settings.json`` first. The batches depend only on the items, the jobs and which
+    edits exist, so that worker processes handed some of them make what this process would make."""
     paths: list[dict[str, Path]] = []
-    todo: list[tuple[EditSettings, BenchItem, Path]] = []
-    job_of: dict[int, int] = {}  # id of an output path -> its job's index
+    todo: list[tuple[int, BenchItem]] = []
     for j, (out_dir, settings) in enumerate(jobs):
         edits = Path(out_dir) / "edits"
         _check_settings(edits / "settings.json", settings.to_json(), model_id)
         job_paths = {it.id: edits / f"{it.id}.png" for it in items}
         paths.append(job_paths)
-        rows = [(settings, it, job_paths[it.id]) for it in items if not job_paths[it.id].exists()]
-        job_of.update((id(path), j) for _, _, path in rows)
-        todo += rows
-    images = {}
-    for _, it, _ in todo:
+        todo += [(j, it) for it in items if not job_paths[it.id].exists()]
+    sizes = _image_sizes([it for _, it in todo])
+    groups: dict[tuple, Batch] = {}
+    for j, it in todo:
+        groups.setdefault((sizes[it.image], *_call_key(jobs[j][1])), []).append((j, it))
+    return paths, [group[i:i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+
+
+def _load_images(items: Sequence[BenchItem]) -> dict[str, Any]:
+    """Each distinct image of ``items``, read once; an unreadable one is a DataError naming it."""
+    images: dict[str, Any] = {}
+    for it in items:
         if it.image not in images:
             try:
                 images[it.image] = it.load_image()
             except OSError as err:
                 raise DataError(it.image_path, "image", f"cannot read: {err}") from err
-    groups: dict[tuple, list[tuple[EditSettings, BenchItem, Path]]] = {}
-    for row in todo:
-        groups.setdefault((images[row[1].image].size, *_call_key(row[0])), []).append(row)
+    return images
+
+
+def _image_sizes(items: Sequence[BenchItem]) -> dict[str, tuple[int, int]]:
+    """Each distinct image's (width, height), from its file's header (the pixels are read when it is edited)."""
+    from PIL import Image
+
+    sizes: dict[str, tuple[int, int]] = {}
+    for it in items:
+        if it.image not in sizes:
+            if it.image_path is None:
+                raise ValueError(f"benchmark item {it.id} has no image path")
+            try:
+                with Image.open(it.image_path) as im:
+                    sizes[it.image] = im.size
+            except OSError as err:
+                raise DataError(it.image_path, "image", f"cannot read: {err}") from err
+    return sizes
+
+
+def make_edits(pipe: RewardEditPipeline, jobs: Sequence[tuple[str | Path, EditSettings]], batches: Sequence[Batch],
+               *, progress: bool = False,
+               on_saved: Callable[[int, list[BenchItem]], Any] | None = None) -> None:
+    """Run :func:`plan_edits`' ``batches`` (all, or a worker's share of them) and save each edit as a PNG."""
+    images = _load_images([it for batch in batches for _, it in batch])
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc="editing", dynamic_ncols=True)
-    for group in groups.values():
-        for i in range(0, len(group), batch_size):
-            batch = group[i:i + batch_size]
-            first = batch[0][0]
-            gens = [torch.Generator(device="cpu").manual_seed(item_seed(it, s.seed)) for s, it, _ in batch]
-            known = first.reward_scores is not None
-            out = pipe([it.instruction for _, it, _ in batch], [images[it.image] for _, it, _ in batch],
-                       reward_scores=[list(s.reward_scores) for s, _, _ in batch] if known else None,
-                       reward_text=[s.reward_text if s.reward_text is not None else pipe.inference_reward_text
-                                    for s, _, _ in batch] if known else None,
-                       num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
-                       image_guidance_scale=first.image_guidance_scale,
-                       reward_guidance_scale=first.reward_guidance_scale,
-                       low_reward_scores=None if first.reward_guidance_contrast == "unknown" else LOW_SCORES,
-                       eta=first.eta, resolution=first.resolution,
-                       generator=gens, output_type="pil").images
-            saved: dict[int, list[BenchItem]] = {}
-            for (_, it, path), img in zip(batch, out):
-                img.save(path)
-                saved.setdefault(job_of[id(path)], []).append(it)
-            if on_saved is not None:
-                for j, done in saved.items():
-                    on_saved(j, done)
-            if bar is not None:
-                bar.update(len(batch))
+        bar = tqdm(total=sum(map(len, batches)), desc="editing", dynamic_ncols=True)
+    for batch in batches:
+        rows = [(jobs[j][1], it, Path(jobs[j][0]) / "edits" / f"{it.id}.png") for j, it in batch]
+        first = rows[0][0]
+        gens = [torch.Generator(device="cpu").manual_seed(item_seed(it, s.seed)) for s, it, _ in rows]
+        known = first.reward_scores is not None
+        out = pipe([it.instruction for _, it, _ in rows], [images[it.image] for _, it, _ in rows],
+                   reward_scores=[list(s.reward_scores) for s, _, _ in rows] if known else None,
+                   reward_text=[s.reward_text if s.reward_text is not None else pipe.inference_reward_text
+                                for s, _, _ in rows] if known else None,
+                   num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
+                   image_guidance_scale=first.image_guidance_scale,
+                   reward_guidance_scale=first.reward_guidance_scale,
+                   low_reward_scores=None if first.reward_guidance_contrast == "unknown" else LOW_SCORES,
+                   eta=first.eta, resolution=first.resolution,
+                   generator=gens, output_type="pil").images
+        saved: dict[int, list[BenchItem]] = {}
+        for (j, it), (_, _, path), img in zip(batch, rows, out):
+            img.save(path)
+            saved.setdefault(j, []).append(it)
+        if on_saved is not None:
+            for j, done in saved.items():
+                on_saved(j, done)
+        if bar is not None:
+            bar.update(len(batch))
     if bar is not None:
         bar.close()
-    return paths
 
 
 # --------------------------------------------------------------------------------------------------
@@ -460,7 +503,7 @@ def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_
              base_url: str | None = None, judge_model: str | None = None, api_key_env: str | None = None,
              device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
              n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
-             client_options: Mapping[str, Any] | None = None) -> EvalReport:
+             client_options: Mapping[str, Any] | None = None, workers: int | str = "auto") -> EvalReport:
     """Edit and judge a Real-Edit-layout benchmark (see the module docstring); ``limit`` = first N items.
 
     ``settings``: how to edit (default: :func:`default_settings` of the model); ``changes``: fields of
@@ -470,11 +513,12 @@ def evaluate(model: str | Path | RewardEditPipeline, bench_dir: str | Path, out_
     ``protocol``: ``"paper"`` (the reference's released GPT-4o evaluation: numbers to set beside Table 1) or
     ``"kit"``; ``None`` picks one (:func:`~.judge.paper_protocol.choose_protocol`). Without ``base_url`` the
     judge is the local toy judge, refused on anything but a toy benchmark. ``client_options``: the judge
-    client's options, as for annotation (``azure_api_version``, ``timeout``, ``max_retries``, ``concurrency``)."""
+    client's options, as for annotation (``azure_api_version``, ``timeout``, ``max_retries``, ``concurrency``).
+    ``workers``: processes that share the items out on a CPU (:func:`edit_split`; the same files either way)."""
     return evaluate_many(model, bench_dir, {out_dir: changes}, settings=settings, base_url=base_url,
                          judge_model=judge_model, api_key_env=api_key_env, device=device, batch_size=batch_size,
                          limit=limit, n_boot=n_boot, progress=progress, protocol=protocol,
-                         client_options=client_options)[out_dir]
+                         client_options=client_options, workers=workers)[out_dir]
 
 
 def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
@@ -483,11 +527,12 @@ def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
                   device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
                   n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
                   client_options: Mapping[str, Any] | None = None,
-                  judge_while_editing: bool | None = None) -> dict[str | Path, EvalReport]:
+                  judge_while_editing: bool | None = None, workers: int | str = "auto") -> dict[str | Path, EvalReport]:
     """:func:`evaluate` of one model under several settings: ``runs`` maps each output folder to its
     ``changes`` (applied to ``settings``, as in :func:`evaluate`); returns ``{folder: report}``.
     ``judge_while_editing``: judge each batch as it is saved (default: where it pays -- a GPU editor or a judge
-    at an endpoint; see :func:`_evaluate_loaded`); the verdicts are the same either way.
+    at an endpoint; see :func:`_evaluate_loaded`); the verdicts are the same either way. ``workers``: see
+    :func:`edit_split`.
 
     Every folder is exactly what :func:`evaluate` with those changes writes (same edits, same refusal of
     other settings, same resumability); the edits are made together (:func:`edit_many`), so a sweep over
@@ -498,7 +543,56 @@ def evaluate_many(model: str | Path | RewardEditPipeline, bench_dir: str | Path,
     pipe = load_model(model, device)
     judge = judge_arguments(protocol, model_kind(pipe), bench_dir, base_url, judge_model, api_key_env, client_options)
     return _evaluate_loaded(pipe, _model_id(model), items, runs, settings=settings, judge=judge,
-                            batch_size=batch_size, n_boot=n_boot, progress=progress, overlap=judge_while_editing)
+                            batch_size=batch_size, n_boot=n_boot, progress=progress, overlap=judge_while_editing,
+                            workers=workers)
+
+
+def evaluate_models(models: Mapping[str | Path, str | Path | RewardEditPipeline], bench_dir: str | Path, *,
+                    changes: Mapping[str, Any] | None = None, base_url: str | None = None,
+                    judge_model: str | None = None, api_key_env: str | None = None,
+                    device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
+                    n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
+                    client_options: Mapping[str, Any] | None = None,
+                    workers: int | str = "auto") -> dict[str | Path, EvalReport]:
+    """:func:`evaluate` of several model folders on one benchmark with the same ``changes``: ``models`` maps
+    each output folder to its model; returns ``{folder: report}``, each folder exactly what :func:`evaluate`
+    writes. Why together: where :func:`edit_split` shares the work out between processes (a CPU and the local
+    toy judge), the edits of all the models are shared out at once, so the workers start once -- notebook 05's
+    two models, 455 edits each, are too few to repay workers one model at a time. Elsewhere (a GPU, a judge at
+    an endpoint) the models are evaluated one after the other, each loaded only for its turn."""
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    local = base_url is None and (client_options or {}).get("azure_api_version") is None
+    if not (on_cpu and local):
+        edit_split(on_cpu, local, True, 0, workers)  # a number of workers that cannot work is refused by name
+        return {out: evaluate(model, bench_dir, out, changes=changes, base_url=base_url, judge_model=judge_model,
+                              api_key_env=api_key_env, device=device, batch_size=batch_size, limit=limit,
+                              n_boot=n_boot, progress=progress, protocol=protocol, client_options=client_options,
+                              workers=1)
+                for out, model in models.items()}
+    items = _bench_items(bench_dir, limit)
+    loaded = {}
+    for out, model in models.items():
+        pipe = load_model(model, device)
+        judge = judge_arguments(protocol, model_kind(pipe), bench_dir, base_url, judge_model, api_key_env,
+                                client_options)
+        jobs = [(Path(out), replace(default_settings(pipe), **(changes or {})))]
+        loaded[out] = (pipe, judge, jobs, plan_edits(items, jobs, batch_size=batch_size, model_id=_model_id(model))[1])
+    shared: dict[str | Path, dict[str, float]] = {}
+    specs = {out: _judge_spec(judge) for out, (_, judge, _, _) in loaded.items()}
+    n_edits = sum(len(batch) for *_, batches in loaded.values() for batch in batches)
+    split = edit_split(all(p.device.type == "cpu" for p, *_ in loaded.values()),
+                       all(spec.local for spec in specs.values()),
+                       all(not isinstance(m, RewardEditPipeline) for m in models.values()), n_edits, workers)
+    if split.side_by_side:
+        times = _share_out([(_model_id(models[out]), jobs, batches) for out, (_, _, jobs, batches) in loaded.items()],
+                           next(iter(specs.values())), split)
+        for out, (*_, batches) in loaded.items():
+            part = sum(map(len, batches)) / n_edits
+            shared[out] = {phase: seconds * part for phase, seconds in times.items()}
+    return {out: _evaluate_loaded(pipe, _model_id(models[out]), items, {out: changes}, settings=None, judge=judge,
+                                  batch_size=batch_size, n_boot=n_boot, progress=progress, workers=1,
+                                  shared=shared.get(out))[out]
+            for out, (pipe, judge, _, _) in loaded.items()}
 
 
 def _bench_items(bench_dir: str | Path, limit: int | None) -> list[BenchItem]:
@@ -518,7 +612,8 @@ def _model_id(model: str | Path | RewardEditPipeline) -> str:
 def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[BenchItem],
                      runs: Mapping[str | Path, Mapping[str, Any] | None], *, settings: EditSettings | None,
                      judge: Mapping[str, Any], batch_size: int, n_boot: int,
-                     progress: bool, overlap: bool | None = None) -> dict[str | Path, EvalReport]:
+                     progress: bool, overlap: bool | None = None, workers: int | str = "auto",
+                     shared: Mapping[str, float] | None = None) -> dict[str | Path, EvalReport]:
     """:func:`evaluate_many` on a loaded pipeline (``model_id``: what its folders record as the model;
     ``judge``: the judge arguments of :func:`~.judge.paper_protocol.judge_arguments`).
 
@@ -527,13 +622,25 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
     while the next batch is edited; edits that exist already (a resumed run) are judged first. On a CPU with
     the local toy judge both compete for the same cores, so the judging waits for the editing (overlapped,
     2 cores: 123-127 s against 116-127 s for the course's evaluation, `tools/time_evaluation.py`, RESULTS.md).
-    One judge endpoint serves every setting (the local toy judge: started once, not once per setting)."""
+    One judge endpoint serves every setting (the local toy judge: started once, not once per setting).
+
+    Where :func:`edit_split` shares the edits out between worker processes, the workers make every missing
+    edit and answer (:func:`_share_out`) and this process then finds them all on disk: the rows and files
+    are written by the same code either way. ``shared``: the editing and judging seconds of workers that
+    already did so for these runs (:func:`evaluate_models`), reported instead of this process's."""
     base = settings or default_settings(pipe)
     chosen = {key: replace(base, **(changes or {})) for key, changes in runs.items()}
     keys = list(chosen)
-    spec = judge_spec(judge["base_url"], judge["judge_model"], judge["api_key_env"], protocol=judge["protocol"],
-                      client_options=judge["client_options"])
+    spec = _judge_spec(judge)
     needed = {key: sum(not (Path(key) / "edits" / f"{it.id}.png").exists() for it in items) for key in keys}
+    total = sum(needed.values())
+    split = edit_split(pipe.device.type == "cpu", spec.local, model_id != _model_id(pipe), total, workers)
+    if split.side_by_side:
+        jobs = [(Path(key), s) for key, s in chosen.items()]
+        shared = _share_out([(model_id, jobs, plan_edits(items, jobs, batch_size=batch_size, model_id=model_id)[1])],
+                            spec, split)
+    if shared is not None:
+        overlap = False
     if overlap is None:
         overlap = pipe.device.type != "cpu" or not spec.local
     with spec.endpoint() as url, EditJudge(spec, url, progress=progress,
@@ -553,13 +660,97 @@ def _evaluate_loaded(pipe: RewardEditPipeline, model_id: str, items: Sequence[Be
             for key in keys:
                 judging.submit(key, Path(key) / "judge", items, _edit_paths(key, items))
         results, judge_s = judging.finish()
-    total = sum(needed.values())
+    share = {key: needed[key] / total if total else 0.0 for key in keys}  # of the editing, by edits made
+    edit_of = {key: edit_s * share[key] for key in keys}
+    if shared is not None:  # the workers' times instead (made before ``needed`` was counted, if by the caller)
+        share = share if total else {key: 1 / len(keys) for key in keys}
+        edit_of = {key: shared["edit_s"] * share[key] for key in keys}
+        judge_s = {key: shared["judge_s"] * share[key] for key in keys}
     reports = {}
     for key, job_edits in zip(keys, edits):
         rows = verdict_rows(items, job_edits, results.get(key, []))
-        reports[key] = _write_report(Path(key), rows, chosen[key], judge, n_boot,
-                                     edit_s * needed[key] / total if total else 0.0, judge_s.get(key, 0.0))
+        reports[key] = _write_report(Path(key), rows, chosen[key], judge, n_boot, edit_of[key], judge_s.get(key, 0.0))
     return reports
+
+
+def _judge_spec(judge: Mapping[str, Any]) -> JudgeSpec:
+    """The checked judge of :func:`~.judge.paper_protocol.judge_arguments`' arguments."""
+    return judge_spec(judge["base_url"], judge["judge_model"], judge["api_key_env"], protocol=judge["protocol"],
+                      client_options=judge["client_options"])
+
+
+#: Edits per worker process below which ``workers="auto"`` keeps an evaluation in this process: a worker first
+#: imports torch, diffusers and the kit and starts a judge (6-8 s of a core), and this process then reads every
+#: answer back. Notebook 05's 455-edit evaluations were no faster side by side one model at a time (56-71 s
+#: against 60-63 s for both), the knob's 1,365 edits were (68-82 s against 92-115 s; RESULTS.md, fifteenth
+#: session).
+EDITS_PER_WORKER = 300
+
+
+def edit_split(on_cpu: bool, local_judge: bool, from_folders: bool, n_edits: int,
+               workers: int | str = "auto") -> parallel.Split:
+    """How an evaluation's ``n_edits`` missing edits are made: in this process, or shared out between worker
+    processes (one torch thread per core each) that each make every ``workers``-th of the batches this process
+    would make (:func:`plan_edits`) and then judge them (:func:`_share_out`).
+
+    Why: on a CPU the toy model is too small for two cores to share one batch well, and the local toy judge
+    answers on one core; side by side, each core edits and then judges its share. The course's reward knob
+    (1,365 toy edits on 2 cores) took 68-82 s against 92-115 s in one process, with the same PNGs byte for
+    byte and the same verdicts (RESULTS.md, fifteenth session).
+
+    ``on_cpu``: the models edit on the CPU; ``local_judge``: the judge is the local toy judge;
+    ``from_folders``: every model is a folder (a worker loads it itself; a loaded pipeline cannot travel).
+    ``workers="auto"``: side by side only where all that holds, with at least two cores and
+    :data:`EDITS_PER_WORKER` edits per worker; else in this process. A number forces that many processes (1:
+    this one) and is refused where it cannot work. A process with one thread may round some sums differently
+    from one with several, as in training (:mod:`.parallel`); the course's edits came out the same byte for byte."""
+    why = ("a model is a loaded pipeline (give its folder)" if not from_folders else
+           "the editor is not on the CPU" if not on_cpu else
+           "the judge is not the local toy judge" if not local_judge else None)
+    if workers == "auto":
+        n = min(parallel.cpu_cores(), n_edits // EDITS_PER_WORKER)
+        return parallel.plan_split(n, "cpu") if n >= 2 and why is None else parallel.Split(1, None)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be 'auto' or a positive number of processes, got {workers!r}")
+    if workers > 1 and why:
+        raise ValueError(f"workers={workers}: evaluation side by side needs model folders edited on the CPU and "
+                         f"the local toy judge; here {why}")
+    return parallel.plan_split(max(1, min(workers, n_edits)), "cpu", workers=workers)
+
+
+#: One model's share of :func:`_share_out`: its folder, its jobs (output folder, settings), its batches.
+Share = tuple[str, Sequence[tuple[Path, EditSettings]], Sequence[Batch]]
+
+
+def _share_out(plans: Sequence[Share], spec: JudgeSpec, split: parallel.Split) -> dict[str, float]:
+    """Make and judge every batch of ``plans`` in ``split.workers`` processes, worker ``i`` taking every n-th
+    batch of each model (:func:`_evaluate_share`); returns the slowest worker's editing and judging seconds."""
+    n = split.workers
+    jobs = [{"shares": [(model, jobs, batches[i::n]) for model, jobs, batches in plans if batches[i::n]],
+             "spec": spec} for i in range(n)]
+    times = parallel.run_jobs(_evaluate_share, [job for job in jobs if job["shares"]], split)
+    return {phase: max(t[phase] for t in times) for phase in ("edit_s", "judge_s")}
+
+
+def _evaluate_share(shares: Sequence[Share], spec: JudgeSpec, write: Callable[[str], None]) -> dict[str, float]:
+    """One worker of :func:`_share_out`: makes its batches of each model, then asks a toy judge served in this
+    process for their verdicts, into each job's answer cache. Returns its editing and judging seconds
+    (``write``: :func:`~.parallel.run_jobs`' line channel, unused)."""
+    from .toy.endpoint import judge_endpoint
+
+    t0 = time.perf_counter()
+    made: dict[Path, list[BenchItem]] = {}
+    for model, jobs, batches in shares:
+        make_edits(load_model(model, "cpu"), jobs, batches)
+        for batch in batches:
+            for j, it in batch:
+                made.setdefault(jobs[j][0], []).append(it)
+    t1 = time.perf_counter()
+    with judge_endpoint(None, spec.model, own_process=False) as url, EditJudge(spec, url) as judging:
+        for key, its in made.items():
+            judging.submit(key, key / "judge", its, _edit_paths(key, its))
+        judging.finish()
+    return {"edit_s": t1 - t0, "judge_s": time.perf_counter() - t1}
 
 
 def _edit_paths(key: str | Path, items: Sequence[BenchItem]) -> dict[str, Path]:

@@ -153,7 +153,7 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
                 judge_model: str | None = None, api_key_env: str | None = None,
                 device: torch.device | str | None = None, batch_size: int = 32, limit: int | None = None,
                 n_boot: int = 1000, progress: bool = True, protocol: str | None = None,
-                client_options: Mapping[str, Any] | None = None) -> KnobReport:
+                client_options: Mapping[str, Any] | None = None, workers: int | str = "auto") -> KnobReport:
     """The reward knob: does a multi-reward model obey the rewards it is asked for, on images it never saw?
 
     For each perspective the model edits the benchmark with that perspective's requested score at ``low``
@@ -172,7 +172,8 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
     ``high_dir``: an existing (5, 5, 5) evaluation of this model to reuse instead of ``out_dir/F5-P5-Q5``
     (notebook 05's ``eval/multi-reward``); its settings file refuses it if it was made otherwise (steps, seed,
     another model folder), and it must hold the same items. ``settings`` / ``changes`` / ``seed`` set how to
-    edit (as in :func:`~rewardedit_lib.evaluate.evaluate`; the rewards are the knob's); the judge as there.
+    edit (as in :func:`~rewardedit_lib.evaluate.evaluate`; the rewards are the knob's); the judge and ``workers``
+    (:func:`~rewardedit_lib.evaluate.edit_split`) as there.
     Writes ``out_dir/knob.json``. A model that reads no rewards is refused (``ValueError``).
     """
     changes = dict(changes or {})
@@ -203,7 +204,7 @@ def reward_knob(model: str | Path | RewardEditPipeline, bench_dir: str | Path, o
     runs = {folders[name]: {**changes, **w} for name, w in wanted.items()}
     judge = judge_arguments(protocol, model_kind(pipe), bench_dir, base_url, judge_model, api_key_env, client_options)
     reports = _evaluate_loaded(pipe, model_id, items, runs, settings=settings, judge=judge, batch_size=batch_size,
-                               n_boot=n_boot, progress=progress)
+                               n_boot=n_boot, progress=progress, workers=workers)
     high = reports[folders["high"]]
 
     def mean(xs: Sequence[float]) -> float:

@@ -318,3 +318,27 @@ def test_the_api_key_appears_in_no_file_the_run_writes(dataset, tmp_path, monkey
         for piece in pieces:
             assert piece not in raw, f"{p} contains (part of) the API key"
     assert all(piece.decode() not in str(rep) for piece in pieces)
+
+
+def test_workers_share_the_folders_out_and_the_run_writes_what_one_process_writes(dataset, tmp_path, monkeypatch):
+    from rewardedit_lib import parallel
+
+    spawned, run_jobs = [], parallel.run_jobs
+
+    def spy(fn, jobs, split, **kw):
+        spawned.append((fn.__name__, [len(j["folders"]) for j in jobs], split.workers))
+        return run_jobs(fn, jobs, split, **kw)
+
+    monkeypatch.setattr(parallel, "run_jobs", spy)
+    one = annotate(dataset, tmp_path / "one" / "rewards.json", progress=False, log=None, workers=1, limit=25)
+    assert spawned == [] and one.answered == 75
+    two = annotate(dataset, tmp_path / "two" / "rewards.json", progress=False, log=None, workers=2, limit=25)
+    assert spawned == [("_annotate_share", [13, 12], 2)]  # every other folder of the first 25 each
+    # the workers asked every question; this process found each answer in the shared cache
+    assert (two.requests, two.from_cache, two.answered, two.annotated) == (75, 75, 0, 25)
+    assert (tmp_path / "two" / "rewards.json").read_bytes() == (tmp_path / "one" / "rewards.json").read_bytes()
+    with pytest.raises(ValueError, match="workers=2: .*local toy judge"):
+        annotate(dataset, tmp_path / "x.json", base_url="http://127.0.0.1:9/v1", model="gpt-4o", workers=2)
+    with pytest.raises(ValueError, match="workers must be 'auto' or a positive number"):
+        annotate(dataset, tmp_path / "x.json", workers=0)
+    assert len(spawned) == 1

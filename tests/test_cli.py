@@ -59,19 +59,19 @@ def test_every_judging_command_declares_the_same_judge_options():
     """annotate, evaluate and knob take the judge's options from one declaration and read them with one function."""
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     shared = {"--base-url", "--judge-model", "--api-key-env", "--concurrency", "--max-retries", "--timeout",
-              "--azure-api-version", "--limit", "--no-progress"}
+              "--azure-api-version", "--limit", "--no-progress", "--workers"}
     for command in ("annotate", "evaluate", "knob"):
         assert shared <= {o for a in sub.choices[command]._actions for o in a.option_strings}, command
     parse = cli.build_parser().parse_args
     annotating = cli._judge_kwargs(parse(["annotate", "--data", "d", "--out", "o", "--model", "gpt-4o",
                                           "--timeout", "5", "--limit", "3"]))
     assert annotating == dict(base_url=None, judge_model="gpt-4o", api_key_env=None, limit=3, progress=True,
-                              client_options={"timeout": 5.0})
+                              workers="auto", client_options={"timeout": 5.0})
     assert cli._judge_kwargs(parse(["annotate", "--data", "d", "--out", "o", "--judge-model", "x"]))["judge_model"] == "x"
     evaluating = cli._judge_kwargs(parse(["evaluate", "--model", "m", "--bench", "b", "--out", "o", "--judge-model",
                                           "gpt-4o", "--max-retries", "1", "--protocol", "paper", "--no-progress"]))
     assert evaluating == dict(base_url=None, judge_model="gpt-4o", api_key_env=None, limit=None, progress=False,
-                              client_options={"max_retries": 1}, protocol="paper", device=None)
+                              workers="auto", client_options={"max_retries": 1}, protocol="paper", device=None)
 
 
 @pytest.mark.parametrize("argv, names", [

@@ -270,6 +270,123 @@ def test_the_cli_evaluates_a_model_folder(model_dir, bench, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
+# Side by side on a CPU's cores
+# --------------------------------------------------------------------------------------------------
+def _without_paths(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "edit"} for r in rows]  # a row names its edit's folder
+
+
+@pytest.fixture
+def spawned(monkeypatch) -> list:
+    """Every share-out to worker processes: (job function, jobs, processes)."""
+    from rewardedit_lib import parallel
+
+    calls, run_jobs = [], parallel.run_jobs
+
+    def spy(fn, jobs, split, **kw):
+        calls.append((fn.__name__, len(jobs), split.workers))
+        return run_jobs(fn, jobs, split, **kw)
+
+    monkeypatch.setattr(parallel, "run_jobs", spy)
+    return calls
+
+
+def _one_thread(fn):
+    """``fn()`` with one torch thread, as each worker runs: the same batches must then give the same bytes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _same_folders(one: Path, two: Path, items) -> None:
+    assert _without_paths(E.read_results(two)) == _without_paths(E.read_results(one))
+    for it in items:
+        assert (two / "edits" / f"{it.id}.png").read_bytes() == (one / "edits" / f"{it.id}.png").read_bytes()
+    import sqlite3
+
+    with sqlite3.connect(two / "judge" / "answers.sqlite") as con:  # each edit asked once per perspective
+        assert con.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 3 * len(items)
+
+
+def test_workers_make_the_batches_this_process_would_and_their_verdicts_give_the_same_rows(model_dir, bench,
+                                                                                          tmp_path, spawned):
+    items = read_real_edit(bench).items  # 2 images x 7 edit types
+
+    def runs(root: Path) -> dict:
+        return {root / "high": {"seed": 0}, root / "low": {"seed": 0, "reward_scores": (0.0, 5.0, 5.0)}}
+
+    alone = _one_thread(lambda: E.evaluate_many(model_dir, bench, runs(tmp_path / "one"), settings=FAST,
+                                                batch_size=4, progress=False, workers=1))
+    assert spawned == []
+    side = E.evaluate_many(model_dir, bench, runs(tmp_path / "two"), settings=FAST, batch_size=4, progress=False,
+                           workers=2)
+    assert spawned == [("_evaluate_share", 2, 2)]  # 28 edits in 7 batches of 4: every other batch each
+    for name in ("high", "low"):
+        _same_folders(tmp_path / "one" / name, tmp_path / "two" / name, items)
+        assert _without_paths(side[tmp_path / "two" / name].rows) == _without_paths(alone[tmp_path / "one" / name].rows)
+    assert side[tmp_path / "two" / "low"].edit_s > 0 and side[tmp_path / "two" / "low"].judge_s > 0
+    # a rerun finds every edit made: nothing is shared out again
+    E.evaluate_many(model_dir, bench, runs(tmp_path / "two"), settings=FAST, batch_size=4, progress=False, workers=2)
+    assert len(spawned) == 1
+
+
+def test_several_models_are_shared_out_at_once_and_each_folder_is_what_evaluate_writes(model_dir, bench, tmp_path,
+                                                                                     spawned):
+    items = read_real_edit(bench).items
+    baseline = tmp_path / "baseline-model"
+    toy_pipeline(seed=1, rewards="none").save_pretrained(baseline)
+    changes = {"num_inference_steps": 2, "seed": 3}
+    models = {"multi": model_dir, "base": baseline}
+    alone = {name: _one_thread(lambda m=m, name=name: E.evaluate(m, bench, tmp_path / "one" / name, changes=changes,
+                                                                 batch_size=4, progress=False, workers=1))
+             for name, m in models.items()}
+    both = E.evaluate_models({tmp_path / "two" / name: m for name, m in models.items()}, bench, changes=changes,
+                             batch_size=4, progress=False, workers=2)
+    assert spawned == [("_evaluate_share", 2, 2)]  # one share-out for both models
+    for name in models:
+        _same_folders(tmp_path / "one" / name, tmp_path / "two" / name, items)
+        report = both[tmp_path / "two" / name]
+        assert _without_paths(report.rows) == _without_paths(alone[name].rows)
+        assert report.summary["overall"] == alone[name].summary["overall"] and report.settings == alone[name].settings
+        assert report.edit_s > 0 and report.judge_s > 0  # the workers' times, shared out by edits
+    # in one process (a number of workers of 1, or too few edits for "auto"), the same call evaluates one by one
+    again = _one_thread(lambda: E.evaluate_models({tmp_path / "three" / "base": baseline}, bench, changes=changes,
+                                                  batch_size=4, progress=False))
+    assert len(spawned) == 1 and _without_paths(again[tmp_path / "three" / "base"].rows) == _without_paths(alone["base"].rows)
+
+
+def test_evaluation_goes_side_by_side_only_where_it_pays_and_a_split_that_cannot_work_is_refused(monkeypatch):
+    from rewardedit_lib import cli
+
+    split = E.edit_split
+    monkeypatch.setattr("rewardedit_lib.parallel.cpu_cores", lambda: 2)
+    enough = 2 * E.EDITS_PER_WORKER
+    assert (split(True, True, True, enough).workers, split(True, True, True, enough).threads) == (2, 1)
+    assert split(True, True, True, enough - 1).workers == 1  # too few edits to repay two interpreters
+    assert split(True, True, False, 10 * enough).workers == 1  # a loaded pipeline cannot travel
+    assert split(True, False, True, 10 * enough).workers == 1  # GPT-4o: latency, not the cores
+    assert split(False, True, True, 10 * enough).workers == 1  # a GPU is not shared between processes
+    monkeypatch.setattr("rewardedit_lib.parallel.cpu_cores", lambda: 1)
+    assert split(True, True, True, 10 * enough).workers == 1
+    assert split(True, True, True, 10, workers=2).workers == 2  # asked for: done
+    with pytest.raises(ValueError, match="workers=2: .*not the local toy judge"):
+        split(True, False, True, 10, workers=2)
+    with pytest.raises(ValueError, match="workers=2: .*loaded pipeline"):
+        split(True, True, False, 10, workers=2)
+    with pytest.raises(ValueError, match="workers must be 'auto' or a positive number"):
+        split(True, True, True, 10, workers=0)
+    parse = cli.build_parser().parse_args
+    assert parse(["knob", "--model", "m", "--bench", "b", "--out", "o", "--workers", "2"]).workers == 2
+    with pytest.raises(SystemExit):
+        parse(["evaluate", "--model", "m", "--bench", "b", "--out", "o", "--workers", "0"])
+
+
+# --------------------------------------------------------------------------------------------------
 # Paired difference
 # --------------------------------------------------------------------------------------------------
 def test_paired_difference_is_the_mean_per_edit_difference_with_a_paired_interval():

@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from ..formats import (
     PERSPECTIVES,
@@ -160,9 +160,10 @@ async def annotate_async(data_dir: str | Path, out_path: str | Path, *, base_url
                          api_key_env: str | None = None, cache_dir: str | Path | None = None,
                          key_prefix: str = "", limit: int | None = None, progress: bool = True,
                          log: Callable[[str], Any] | None = print, endpoint_label: str | None = None,
-                         **client_options: Any) -> AnnotationReport:
+                         only: Collection[str] | None = None, **client_options: Any) -> AnnotationReport:
     """The async form of :func:`annotate` (same arguments), for code that already runs an event loop.
-    ``endpoint_label``: how the log and the journal name the endpoint (default: the client's redacted URL)."""
+    ``endpoint_label``: how the log and the journal name the endpoint (default: the client's redacted URL).
+    ``only``: annotate only these folders of ``seeds.json`` (a worker's share, :func:`~rewardedit_lib.toy.endpoint.annotate`)."""
     import asyncio
 
     t0 = time.perf_counter()
@@ -178,6 +179,8 @@ async def annotate_async(data_dir: str | Path, out_path: str | Path, *, base_url
     folders = [f for f, _ in read_seeds(root)]  # a broken seeds.json is an error the user must fix: raises
     if limit is not None:
         folders = folders[:limit]
+    if only is not None:
+        folders = [f for f in folders if f in only]
     wanted = set(folders)
     loaded = await asyncio.to_thread(read_instructpix2pix, root, check_images=True, require_rewards=False,
                                      on_error="skip")
@@ -284,7 +287,7 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
              azure_api_version: str | None = None, api_key_env: str | None = None,
              cache_dir: str | Path | None = None, key_prefix: str = "", limit: int | None = None,
              progress: bool = True, log: Callable[[str], Any] | None = print, endpoint_label: str | None = None,
-             **client_options: Any) -> AnnotationReport:
+             only: Collection[str] | None = None, **client_options: Any) -> AnnotationReport:
     """Judge every folder of an InstructPix2Pix-layout dataset from three perspectives; write RewardEdit_20K.json.
 
     * ``base_url`` and ``model`` name the judge (``base_url`` may be None only with ``azure_api_version``; the
@@ -294,7 +297,8 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
     * Re-running the same call resumes: cached answers are not asked again; failed ones are.
     * A corrupt or missing image, or a bad ``prompt.json``, fails that folder only (listed in the failures
       file with the reason); judge failures likewise, after ``max_retries`` retries.
-    * ``limit``: only the first ``limit`` folders of ``seeds.json`` (try a paid judge on a few first).
+    * ``limit``: only the first ``limit`` folders of ``seeds.json`` (try a paid judge on a few first);
+      ``only``: only these folders (of those).
     * ``key_prefix``: prepended to every key of the output (``"pix2pix-clip-filtered/train/"`` reproduces the
       released file's keys).
     * ``log``: where the estimate and the summary are printed (``None``: silent).
@@ -309,7 +313,7 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
                                    max_retries=max_retries, timeout=timeout, azure_api_version=azure_api_version,
                                    api_key_env=api_key_env, cache_dir=cache_dir, key_prefix=key_prefix,
                                    limit=limit, progress=progress, log=log,
-                                   endpoint_label=endpoint_label, **client_options))
+                                   endpoint_label=endpoint_label, only=only, **client_options))
 
 
 __all__ = ["AnnotationReport", "annotate", "annotate_async", "default_paths"]

@@ -116,15 +116,29 @@ def _server_process(model: str) -> Iterator[str]:
             stop_child(proc)
 
 
+#: Folders per worker process below which ``workers="auto"`` annotates in one process: a worker first starts
+#: an interpreter and a judge (about 2 s of a core), and the caller then reads every answer back.
+FOLDERS_PER_WORKER = 500
+
+
 def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None = None, model: str | None = None,
-             azure_api_version: str | None = None, **kwargs: Any):
+             azure_api_version: str | None = None, workers: int | str = "auto", **kwargs: Any):
     """:func:`rewardedit_lib.judge.annotate.annotate`, with the kit's default judge.
 
     ``base_url=None`` (and no ``azure_api_version``): a local toy judge server runs for the duration (model
     ``toy-judge``; any other model is refused). The toy judge's version joins its cache keys wherever it is
     served. Every other argument is :func:`~rewardedit_lib.judge.annotate.annotate`'s.
+
+    ``workers`` (the local toy judge only): processes that share the folders out first, one per core, each
+    asking a toy judge served in itself for its share's answers, into the run's answer cache; the annotation
+    then finds every answer cached and writes what one process writes. Why: the toy judge answers on one core
+    and its client needs most of another; two processes that each hold both halve the work of each core.
+    ``"auto"``: on two cores or more, with at least :data:`FOLDERS_PER_WORKER` folders per worker (a number:
+    that many; 1: none).
     """
     from ..judge.annotate import annotate as annotate_with
+    from ..judge.annotate import default_paths
+    from ..parallel import cpu_cores, plan_split, run_jobs
 
     local = base_url is None and azure_api_version is None
     if local:
@@ -132,12 +146,50 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
         if model != TOY_JUDGE_MODEL:
             raise ValueError(f"base_url=None runs the local toy judge ({TOY_JUDGE_MODEL!r}), not {model!r}; for OpenAI "
                              f"give base_url='https://api.openai.com/v1' (key from OPENAI_API_KEY)")
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be 'auto' or a positive number of processes, got {workers!r}")
+    if workers != "auto" and workers > 1 and not local:
+        raise ValueError(f"workers={workers}: annotation side by side serves the local toy judge in each worker; "
+                         f"a judge at {base_url or 'Azure'} is asked from one process")
     options = {**client_options(model), **kwargs}
+    if local:
+        folders = _folders(data_dir, kwargs.get("limit"))
+        n = min(cpu_cores(), len(folders) // FOLDERS_PER_WORKER) if workers == "auto" else min(workers, len(folders))
+        if n >= 2:
+            share = {k: options[k] for k in ("concurrency", "max_retries", "timeout") if k in options}
+            cache = default_paths(out_path, kwargs.get("cache_dir"))["cache_dir"]
+            run_jobs(_annotate_share, [{"data_dir": str(data_dir), "folders": folders[i::n], "cache_dir": str(cache),
+                                        "model": model, "options": {**client_options(model), **share}}
+                                       for i in range(n)], plan_split(n, "cpu", workers=n))
     with (judge_endpoint(None, model) if local else contextlib.nullcontext(base_url)) as url:
         if local:
             options.setdefault("endpoint_label", f"local toy judge ({url})")
         return annotate_with(data_dir, out_path, base_url=url, model=model, azure_api_version=azure_api_version,
                              **options)
+
+
+def _folders(data_dir: str | Path, limit: int | None) -> list[str]:
+    """The folders an annotation of ``data_dir`` asks about (``seeds.json``'s, the first ``limit``)."""
+    from ..formats import read_seeds
+
+    folders = [f for f, _ in read_seeds(Path(data_dir))]
+    return folders[:limit] if limit is not None else folders
+
+
+def _annotate_share(data_dir: str, folders: list[str], cache_dir: str, model: str, options: dict[str, Any],
+                    write: Any) -> int:
+    """One worker of :func:`annotate`: its folders' answers from a toy judge served in this process, into the
+    shared answer cache (its own rewards file, journal and failures go to a folder deleted after). Returns the
+    number of answers it got now."""
+    import tempfile
+
+    from ..judge.annotate import annotate as annotate_with
+
+    with tempfile.TemporaryDirectory(prefix="rewardedit-annotate-") as tmp, \
+            judge_endpoint(None, model, own_process=False) as url:
+        report = annotate_with(data_dir, Path(tmp) / "share.json", base_url=url, model=model, cache_dir=cache_dir,
+                               only=set(folders), progress=False, log=None, **options)
+    return report.answered
 
 
 __all__ = ["annotate", "client_options", "judge_endpoint"]
