@@ -1,6 +1,6 @@
 """Time a course's evaluations in one process against side by side (``workers``), and check they write the same.
 
-    python tools/time_evaluation_workers.py runs/toy-cpu OUT [--seed 0] [--repeat 2]
+    python tools/time_evaluation_workers.py runs/toy-cpu OUT [--seed 0] [--repeat 2] [--only-auto]
 
 For each repeat, alternately in one process (``workers=1``) and side by side (``workers="auto"``): notebook 05's
 evaluation of the two models (``evaluate.evaluate`` per model, as the notebook called it before; side by side
@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--only-auto", action="store_true",
+                    help="only side by side: check another course's files without timing one process")
     args = ap.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: give a new folder")
@@ -49,7 +51,7 @@ def main() -> None:
     models = {name: course / "models" / name / "model" for name in ("baseline", "multi-reward")}
     knob_course = next((course / "ablations" / "knob").glob(f"steps-*-seed-{args.seed}"))
     for r in range(args.repeat):
-        for workers in (1, "auto"):
+        for workers in (("auto",) if args.only_auto else (1, "auto")):
             root = args.out / f"{r}-{workers}"
             t = time.perf_counter()
             if workers == 1:  # one model after the other, as notebook 05 did before evaluate_models
