@@ -337,6 +337,8 @@ def test_workers_share_the_folders_out_and_the_run_writes_what_one_process_write
     # the workers asked every question; this process found each answer in the shared cache
     assert (two.requests, two.from_cache, two.answered, two.annotated) == (75, 75, 0, 25)
     assert (tmp_path / "two" / "rewards.json").read_bytes() == (tmp_path / "one" / "rewards.json").read_bytes()
+    again = annotate(dataset, tmp_path / "two" / "rewards.json", progress=False, log=None, workers=2, limit=25)
+    assert len(spawned) == 1 and again.from_cache == 75  # a rerun finds every answer cached: no workers
     with pytest.raises(ValueError, match="workers=2: .*local toy judge"):
         annotate(dataset, tmp_path / "x.json", base_url="http://127.0.0.1:9/v1", model="gpt-4o", workers=2)
     with pytest.raises(ValueError, match="workers must be 'auto' or a positive number"):

@@ -20,6 +20,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..formats import PERSPECTIVES
 from ..judge.request import TOY_JUDGE_MODEL
 from .judge import JUDGE_VERSION
 
@@ -155,9 +156,9 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
     if local:
         folders = _folders(data_dir, kwargs.get("limit"))
         n = min(cpu_cores(), len(folders) // FOLDERS_PER_WORKER) if workers == "auto" else min(workers, len(folders))
-        if n >= 2:
+        cache = default_paths(out_path, kwargs.get("cache_dir"))["cache_dir"]
+        if n >= 2 and _answers(cache) < len(PERSPECTIVES) * len(folders):  # a rerun finds them cached: no workers
             share = {k: options[k] for k in ("concurrency", "max_retries", "timeout") if k in options}
-            cache = default_paths(out_path, kwargs.get("cache_dir"))["cache_dir"]
             run_jobs(_annotate_share, [{"data_dir": str(data_dir), "folders": folders[i::n], "cache_dir": str(cache),
                                         "model": model, "options": {**client_options(model), **share}}
                                        for i in range(n)], plan_split(n, "cpu", workers=n))
@@ -166,6 +167,14 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
             options.setdefault("endpoint_label", f"local toy judge ({url})")
         return annotate_with(data_dir, out_path, base_url=url, model=model, azure_api_version=azure_api_version,
                              **options)
+
+
+def _answers(cache_dir: Path) -> int:
+    """How many answers the cache holds (any prompt version: a rough test that a rerun has them all)."""
+    from ..judge.cache import AnswerCache
+
+    with AnswerCache(cache_dir) as cache:
+        return len(cache)
 
 
 def _folders(data_dir: str | Path, limit: int | None) -> list[str]:
