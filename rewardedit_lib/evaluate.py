@@ -23,7 +23,7 @@ Resumable like annotation: edits that exist are not redone, answers in the cache
 With a GPU editor or a judge at an endpoint, each batch of edits is judged as soon as it is saved, while the
 next batch is edited (:class:`~.judging.EditJudge`): the same verdicts as judging afterwards, sooner. On a
 CPU with the local toy judge, a large evaluation is instead shared out between worker processes, one per core,
-each editing and judging its share of the items (``workers="auto"``, :func:`edit_split`).
+each making and judging its share of the batches (``workers="auto"``, :func:`edit_split`).
 """
 
 from __future__ import annotations
@@ -708,12 +708,11 @@ def edit_split(on_cpu: bool, local_judge: bool, from_folders: bool, n_edits: int
     why = ("a model is a loaded pipeline (give its folder)" if not from_folders else
            "the editor is not on the CPU" if not on_cpu else
            "the judge is not the local toy judge" if not local_judge else None)
+    parallel.check_workers(workers)
     if workers == "auto":
         n = min(parallel.cpu_cores(), n_edits // EDITS_PER_WORKER)
         return parallel.plan_split(n, "cpu") if n >= 2 and why is None else parallel.Split(1, None)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be 'auto' or a positive number of processes, got {workers!r}")
-    if workers > 1 and why:
+    if int(workers) > 1 and why:
         raise ValueError(f"workers={workers}: evaluation side by side needs model folders edited on the CPU and "
                          f"the local toy judge; here {why}")
     return parallel.plan_split(max(1, min(workers, n_edits)), "cpu", workers=workers)

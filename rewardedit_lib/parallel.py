@@ -52,6 +52,13 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_workers(workers: int | str) -> None:
+    """Refuse a ``workers`` argument that is neither "auto" nor a positive number of processes (the one check
+    for every caller that takes one: training, evaluation, annotation)."""
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be 'auto' or a positive number of processes, got {workers!r}")
+
+
 def plan_split(n_jobs: int, device: str, workers: int | str = "auto", cores: int | None = None) -> Split:
     """The split of ``n_jobs`` CPU jobs over ``cores`` (default: :func:`cpu_cores`).
 
@@ -60,13 +67,9 @@ def plan_split(n_jobs: int, device: str, workers: int | str = "auto", cores: int
     is not shared between processes). A number forces that many processes (1: one after the other)."""
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
+    check_workers(workers)
     cores = cores or cpu_cores()
-    if workers == "auto":
-        n = min(n_jobs, cores) if device == "cpu" else 1
-    elif isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
-        n = min(workers, n_jobs)
-    else:
-        raise ValueError(f"workers must be 'auto' or a positive number of processes, got {workers!r}")
+    n = (min(n_jobs, cores) if device == "cpu" else 1) if workers == "auto" else min(int(workers), n_jobs)
     if n == 1:
         return Split(1, None)
     return Split(n, max(1, cores // n))

@@ -139,7 +139,7 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
     """
     from ..judge.annotate import annotate as annotate_with
     from ..judge.annotate import default_paths
-    from ..parallel import cpu_cores, plan_split, run_jobs
+    from ..parallel import check_workers, cpu_cores, plan_split, run_jobs
 
     local = base_url is None and azure_api_version is None
     if local:
@@ -147,9 +147,8 @@ def annotate(data_dir: str | Path, out_path: str | Path, *, base_url: str | None
         if model != TOY_JUDGE_MODEL:
             raise ValueError(f"base_url=None runs the local toy judge ({TOY_JUDGE_MODEL!r}), not {model!r}; for OpenAI "
                              f"give base_url='https://api.openai.com/v1' (key from OPENAI_API_KEY)")
-    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be 'auto' or a positive number of processes, got {workers!r}")
-    if workers != "auto" and workers > 1 and not local:
+    check_workers(workers)
+    if workers != "auto" and int(workers) > 1 and not local:
         raise ValueError(f"workers={workers}: annotation side by side serves the local toy judge in each worker; "
                          f"a judge at {base_url or 'Azure'} is asked from one process")
     options = {**client_options(model), **kwargs}
